@@ -1,0 +1,78 @@
+# Every target that needs the environment creates it first, so each works alone on a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+OUTPUT ?= runs
+PROFILE ?= quick
+ARGS ?=
+SWEEP = $(BIN)/sweep --output $(OUTPUT)
+RUN = $(SWEEP) run --profile $(PROFILE) $(ARGS)
+DEBIAN_DATASET := /usr/share/datasets/fashion-mnist
+
+.DEFAULT_GOAL := help
+.PHONY: help setup dataset sweep-filters sweep-kernel sweep-batch sweep-lr sweep-depth sweep \
+	studies ui test test-fast lint clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*## "}; {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
+	@echo "  Variables: PROFILE=quick|full  OUTPUT=runs  ARGS='--n-trials 5 --set epochs=3'"
+
+setup: $(STAMP) dataset ## Create .venv, install the package with test extras, and the dataset
+
+$(STAMP): setup.cfg pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+dataset: ## Install Debian's dataset-fashion-mnist where apt is available
+	@if [ -d $(DEBIAN_DATASET) ]; then \
+		true; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "Installing Debian's dataset-fashion-mnist..."; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then \
+		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	else \
+		echo "note: no apt here; Fashion-MNIST will come from Keras' cache or download"; \
+	fi
+
+sweep-filters: setup ## Sweep the filter counts (4 configurations)
+	$(RUN) search_spaces/filters.yaml
+
+sweep-kernel: setup ## Sweep the kernel size
+	$(RUN) search_spaces/kernel.yaml
+
+sweep-batch: setup ## Sweep the batch size
+	$(RUN) search_spaces/batch.yaml
+
+sweep-lr: setup ## Sweep the learning rate
+	$(RUN) search_spaces/lr.yaml
+
+sweep-depth: setup ## Sweep the depth (stages, convs per stage, poolings)
+	$(RUN) search_spaces/depth.yaml
+
+sweep: setup ## Joint search over all of them (TPE with pruning)
+	$(RUN) search_spaces/joint.yaml
+
+studies: $(STAMP) ## List the studies with their trial counts and best values
+	$(SWEEP) studies
+
+ui: $(STAMP) ## Open the MLflow UI on the project's store (127.0.0.1:5000)
+	$(SWEEP) ui
+
+test: $(STAMP) ## Run the test suite
+	$(BIN)/pytest
+
+test-fast: $(STAMP) ## Run the tests that train nothing end to end
+	$(BIN)/pytest -m "not slow"
+
+lint: $(STAMP) ## Check style with ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean: ## Remove generated output (the runs/ folder)
+	rm -rf $(OUTPUT)

@@ -1,0 +1,85 @@
+"""Convolutional autoencoder: Conv-BN(-Pool) stages, mirrored by the decoder."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from models.config import AutoencoderConfig, check_depth
+
+ENCODER_PREFIX = "enc_"
+# Keras' default (0.99) leaves the moving statistics far from the data's after the few hundred
+# steps of a short run, so inference-mode val_loss comes out several times the training loss.
+BN_MOMENTUM = 0.9
+
+
+def build_autoencoder(
+    config: AutoencoderConfig, input_shape: tuple[int, int, int] = (28, 28, 1)
+) -> keras.Model:
+    """Compile the autoencoder that `config` describes, for images of `input_shape`.
+
+    Layers are named `enc_s{stage}_conv{i}`, `enc_s{stage}_bn{i}`, `enc_s{stage}_pool`, then
+    `dec_...`, so the encoder can be cut out by name (see `extract_encoder`).
+    """
+    check_depth(config.filters, config.pool_blocks, min(input_shape[0], input_shape[1]))
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = inputs
+    for s, stage in enumerate(config.stages, start=1):
+        for i, n in enumerate(stage, start=1):
+            x = _conv_bn(x, n, config.kernel_size, f"enc_s{s}", i)
+        if s <= config.pool_blocks:
+            x = layers.MaxPooling2D(2, name=f"enc_s{s}_pool")(x)
+    for s in range(len(config.stages), 0, -1):
+        for i, n in enumerate(reversed(config.stages[s - 1]), start=1):
+            x = _conv_bn(x, n, config.kernel_size, f"dec_s{s}", i)
+        if s <= config.pool_blocks:
+            x = layers.UpSampling2D(2, name=f"dec_s{s}_up")(x)
+    outputs = layers.Conv2D(
+        input_shape[-1],
+        config.kernel_size,
+        padding="same",
+        activation="sigmoid",
+        dtype="float32",
+        name="reconstruction",
+    )(x)
+    model = keras.Model(inputs, outputs, name="autoencoder")
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
+    return model
+
+
+def _conv_bn(x: keras.KerasTensor, filters: int, kernel: int, prefix: str, i: int):
+    x = layers.Conv2D(filters, kernel, padding="same", activation="relu", name=f"{prefix}_conv{i}")(
+        x
+    )
+    return layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{prefix}_bn{i}")(x)
+
+
+def encoder_output_name(model: keras.Model) -> str:
+    """Name of the encoder's last layer: its last batch normalisation."""
+    names = [
+        layer.name
+        for layer in model.layers
+        if layer.name.startswith(ENCODER_PREFIX) and "_bn" in layer.name
+    ]
+    if not names:
+        raise ValueError(f"model {model.name!r} has no encoder layers named {ENCODER_PREFIX}*")
+    return names[-1]
+
+
+def extract_encoder(model: keras.Model) -> keras.Model:
+    """The encoder of a built or loaded autoencoder: input to the last encoder BN, same weights."""
+    output = model.get_layer(encoder_output_name(model)).output
+    return keras.Model(model.inputs, output, name="encoder")
+
+
+def architecture_rows(model: keras.Model) -> list[dict[str, object]]:
+    """One row per layer (name, type, output shape, parameters): the architecture table."""
+    return [
+        {
+            "layer": layer.name,
+            "type": type(layer).__name__,
+            "output_shape": "x".join(str(d) for d in layer.output.shape[1:]),
+            "params": layer.count_params(),
+        }
+        for layer in model.layers
+    ]

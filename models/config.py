@@ -1,0 +1,156 @@
+"""The autoencoder's configuration: one frozen dataclass whose fields are the YAML keys."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+Stage = int | tuple[int, ...]
+
+
+class ConfigError(ValueError):
+    """A configuration value a user supplied is invalid; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    """Architecture and training settings of one autoencoder trial.
+
+    `filters` has one entry per stage: an int (one conv) or a tuple of ints (several convs).
+    `epochs`, `patience`, `train_size` and `val_size` left as None take the profile's values.
+    """
+
+    filters: tuple[Stage, ...] = (32, 64, 128)
+    pool_blocks: int = 2
+    kernel_size: int = 3
+    learning_rate: float = 1e-3
+    batch_size: int = 256
+    epochs: int | None = None
+    patience: int | None = None
+    train_size: int | None = None
+    val_size: int | None = None
+
+    def __post_init__(self) -> None:
+        check_depth(self.filters, self.pool_blocks)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> AutoencoderConfig:
+        """Build a config from plain (YAML) values, normalising and checking each key."""
+        unknown = sorted(set(values) - set(cls.field_names()))
+        if unknown:
+            raise ConfigError(
+                f"unknown key {unknown[0]!r}; valid keys: {', '.join(cls.field_names())}"
+            )
+        return cls().replace(**values)
+
+    def replace(self, **changes: Any) -> AutoencoderConfig:
+        """A copy with `changes` applied, each value normalised and checked."""
+        normalised = {key: _NORMALISERS[key](key, value) for key, value in changes.items()}
+        return dataclasses.replace(self, **normalised)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (lists, not tuples), suitable for YAML, JSON and MLflow params."""
+        values = dataclasses.asdict(self)
+        values["filters"] = [list(s) if isinstance(s, tuple) else s for s in self.filters]
+        return values
+
+    @property
+    def stages(self) -> tuple[tuple[int, ...], ...]:
+        """Each stage's conv filter counts, in order."""
+        return tuple(s if isinstance(s, tuple) else (s,) for s in self.filters)
+
+
+def check_depth(filters: tuple[Stage, ...], pool_blocks: int, image_size: int = 28) -> None:
+    """Raise ConfigError unless `pool_blocks` poolings keep the image divisible by 2 each time."""
+    if pool_blocks > len(filters):
+        raise ConfigError(
+            f"pool_blocks={pool_blocks} but filters has only {len(filters)} stages; "
+            f"use pool_blocks <= {len(filters)}"
+        )
+    max_pool = max_pool_blocks(image_size)
+    if pool_blocks > max_pool:
+        raise ConfigError(
+            f"pool_blocks={pool_blocks} is too deep for {image_size}x{image_size} images: each "
+            f"pooling halves the size and it must stay divisible by 2 "
+            f"({_halvings(image_size)}); use pool_blocks <= {max_pool}"
+        )
+
+
+def max_pool_blocks(image_size: int) -> int:
+    """How many 2x2 poolings an image side of `image_size` takes and still upsamples back."""
+    count = 0
+    while image_size % 2 == 0 and image_size > 1:
+        image_size //= 2
+        count += 1
+    return count
+
+
+def _halvings(size: int) -> str:
+    sizes = [size]
+    while sizes[-1] % 2 == 0 and sizes[-1] > 1:
+        sizes.append(sizes[-1] // 2)
+    return " -> ".join(str(s) for s in sizes)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive_int(key: str, value: Any) -> int:
+    if not _is_int(value) or value < 1:
+        raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+    return value
+
+
+def _optional_positive_int(key: str, value: Any) -> int | None:
+    return None if value is None else _positive_int(key, value)
+
+
+def _non_negative_int(key: str, value: Any) -> int:
+    if not _is_int(value) or value < 0:
+        raise ConfigError(f"{key} must be an integer >= 0, got {value!r}")
+    return value
+
+
+def _learning_rate(key: str, value: Any) -> float:
+    if not isinstance(value, float) or not math.isfinite(value) or not 0 < value < 1:
+        raise ConfigError(f"{key} must be a number between 0 and 1 (e.g. 1e-3), got {value!r}")
+    return value
+
+
+def _filters(key: str, value: Any) -> tuple[Stage, ...]:
+    hint = "e.g. [32, 64, 128] or [[16, 32], [64, 128], [256]]"
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"{key} must be a non-empty list of stages, {hint}; got {value!r}")
+    stages: list[Stage] = []
+    for stage in value:
+        if _is_int(stage) and stage > 0:
+            stages.append(stage)
+        elif (
+            isinstance(stage, (list, tuple)) and stage and all(_is_int(n) and n > 0 for n in stage)
+        ):
+            stages.append(tuple(stage))
+        else:
+            raise ConfigError(
+                f"{key}: each stage must be a positive int or a list of them, {hint}; got {stage!r}"
+            )
+    return tuple(stages)
+
+
+_NORMALISERS = {
+    "filters": _filters,
+    "pool_blocks": _non_negative_int,
+    "kernel_size": _positive_int,
+    "learning_rate": _learning_rate,
+    "batch_size": _positive_int,
+    "epochs": _optional_positive_int,
+    "patience": _optional_positive_int,
+    "train_size": _optional_positive_int,
+    "val_size": _optional_positive_int,
+}

@@ -1,0 +1,234 @@
+"""The `sweep` command: run, show, studies, ui. Each subcommand returns an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from sweep.errors import SweepError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def output_dir(args: argparse.Namespace) -> Path:
+    path = Path(args.output)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SweepError(f"output folder {path}: {exc.strerror}; pass --output DIR") from None
+    return path
+
+
+def storage_url(args: argparse.Namespace) -> str:
+    from sweep.study import default_storage
+
+    return args.storage or os.environ.get("SWEEP_STORAGE") or default_storage(output_dir(args))
+
+
+def tracking_uri(args: argparse.Namespace) -> str:
+    from sweep.tracking import default_tracking_uri
+
+    return (
+        args.tracking_uri
+        or os.environ.get("SWEEP_TRACKING_URI")
+        or default_tracking_uri(output_dir(args))
+    )
+
+
+def data_source(args: argparse.Namespace):
+    from sweep.data import IdxFiles, find_source
+
+    names = ("train_images", "train_labels", "test_images", "test_labels")
+    given = {n: getattr(args, n) for n in names if getattr(args, n)}
+    if given and len(given) != len(names):
+        missing = ", ".join("--" + n.replace("_", "-") for n in names if n not in given)
+        raise SweepError(f"IDX files need all four options; missing {missing}")
+    files = IdxFiles(**{k: Path(v) for k, v in given.items()}) if given else None
+    return find_source(args.dataset, files)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from sweep.profiles import get_profile
+    from sweep.space import apply_overrides, load_space, parse_overrides
+
+    space = apply_overrides(load_space(args.space), parse_overrides(args.set))
+    profile = get_profile(args.profile)
+    if args.n_trials is not None and args.n_trials < 1:
+        raise SweepError(f"--n-trials must be at least 1, got {args.n_trials}")
+    source = data_source(args)
+    storage, uri = storage_url(args), tracking_uri(args)
+
+    from sweep.study import describe_best, mask_url, run_sweep
+    from sweep.tracking import Tracker
+
+    out = output_dir(args)
+    print(f"Optuna storage: {mask_url(storage)}\nMLflow tracking: {mask_url(uri)}", flush=True)
+    tracker = Tracker(uri, artifact_root=out / "mlartifacts")
+    study = run_sweep(
+        space, profile, source, storage, tracker, n_trials=args.n_trials, seed=args.seed
+    )
+    print(describe_best(study, space))
+    print("Browse the runs: make ui (or: sweep ui)")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from models.config import ConfigError
+    from sweep.space import load_space, parse_overrides
+
+    space = load_space(args.space)
+    try:
+        config = space.base.replace(**parse_overrides(args.set))
+    except ConfigError as exc:
+        raise SweepError(f"--set: {exc}") from None
+
+    from sweep.tf_env import import_keras_quietly
+
+    import_keras_quietly()
+    from models.autoencoder import build_autoencoder
+    from sweep.training import model_summary
+
+    model = build_autoencoder(config)
+    print(f"{space.path}: base config {config.to_dict()}")
+    print(model_summary(model))
+    print(f"Total parameters: {model.count_params():,}")
+    return 0
+
+
+def cmd_studies(args: argparse.Namespace) -> int:
+    import optuna
+
+    from sweep.study import mask_url, open_storage
+
+    url = storage_url(args)
+    storage = open_storage(url)
+    summaries = optuna.get_all_study_summaries(storage, include_best_trial=True)
+    if not summaries:
+        print(f"No studies in {mask_url(url)} yet; start one with: make sweep-filters")
+        return 0
+    header = f"{'study':<16}{'complete':>9}{'pruned':>8}{'failed':>8}{'running':>9}  best val_loss"
+    print(header)
+    for summary in sorted(summaries, key=lambda s: s.study_name):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        counts = {state: 0 for state in ("complete", "pruned", "fail", "running")}
+        for trial in study.get_trials(deepcopy=False):
+            name = trial.state.name.lower()
+            counts[name] = counts.get(name, 0) + 1
+        best = summary.best_trial
+        shown = f"{best.value:.5f} (trial {best.number})" if best is not None else "-"
+        print(
+            f"{summary.study_name:<16}{counts['complete']:>9}{counts['pruned']:>8}"
+            f"{counts['fail']:>8}{counts['running']:>9}  {shown}"
+        )
+    return 0
+
+
+def free_port(host: str, port: int, tries: int = 20) -> int:
+    """`port` if nothing listens there, else the next free one."""
+    for candidate in range(port, port + tries):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, candidate))
+                return candidate
+            except OSError:
+                continue
+    raise SweepError(f"ports {port}-{port + tries - 1} on {host} are busy; pass --port N")
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    uri = tracking_uri(args)
+    if uri.startswith(("http://", "https://")):
+        print(f"The runs are on the MLflow server: open {uri}")
+        return 0
+    port = free_port(args.host, args.port)
+    if port != args.port:
+        print(f"Port {args.port} is busy; using {port}.")
+    artifacts = (output_dir(args) / "mlartifacts").resolve().as_uri()
+    command = [
+        sys.executable, "-m", "mlflow", "ui",
+        "--backend-store-uri", uri,
+        "--default-artifact-root", artifacts,
+        "--host", args.host,
+        "--port", str(port),
+    ]  # fmt: skip
+    print(f"MLflow UI for {uri}\nOpen http://{args.host}:{port} (Ctrl-C stops it)", flush=True)
+    process = subprocess.Popen(command)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        process.terminate()
+        process.wait(timeout=10)
+        print("MLflow UI stopped.")
+        return 0
+
+
+def _add_store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage", help="Optuna RDB URL (default: sqlite in the output folder)")
+    parser.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: sqlite in the output folder)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sweep",
+        description="Hyperparameter sweeps of a convolutional autoencoder (Optuna + MLflow).",
+    )
+    parser.add_argument(
+        "--output",
+        default=os.environ.get("SWEEP_OUTPUT", "runs"),
+        help="folder for stores, models and reports (default: $SWEEP_OUTPUT or ./runs)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run or continue the study of a search-space file")
+    run.add_argument("space", help="search-space YAML, e.g. search_spaces/filters.yaml")
+    run.add_argument("--profile", default="quick", help="quick (default, 2-core CPU) or full")
+    run.add_argument("--n-trials", type=int, help="study-wide trial budget (default: the file's)")
+    run.add_argument(
+        "--set", nargs="+", default=[], metavar="KEY=VALUE", help="fix base config keys (YAML)"
+    )
+    run.add_argument("--seed", type=int, default=0, help="seed of the data subset and split")
+    _add_store_options(run)
+    data = run.add_argument_group("dataset")
+    data.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (default) or mnist")
+    for name in ("train-images", "train-labels", "test-images", "test-labels"):
+        data.add_argument(f"--{name}", metavar="PATH", help=f"IDX file of {name.replace('-', ' ')}")
+    run.set_defaults(func=cmd_run)
+
+    show = sub.add_parser("show", help="print the model of a space's base config, no training")
+    show.add_argument("space")
+    show.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE")
+    show.set_defaults(func=cmd_show)
+
+    studies = sub.add_parser("studies", help="list studies: trials by state, best value")
+    studies.add_argument("--storage", help="Optuna RDB URL (default: sqlite in the output folder)")
+    studies.set_defaults(func=cmd_studies)
+
+    ui = sub.add_parser("ui", help="open the MLflow UI on the project's store")
+    ui.add_argument("--tracking-uri", help="MLflow tracking URI (default: the output folder's)")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(func=cmd_ui)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SweepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished trials are kept; run the same command to continue.")
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,319 @@
+"""Optuna studies: storage, sampler and pruner from the space, the budget, and the objective."""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import optuna
+from optuna.trial import TrialState
+
+from sweep.data import DataSource, Split
+from sweep.errors import SweepError
+from sweep.profiles import Profile
+from sweep.space import SearchSpace, format_value
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def default_storage(output: Path) -> str:
+    return f"sqlite:///{(output / 'optuna.db').resolve()}"
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ***."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a database URL: show it as given
+        return url
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """Connect to an Optuna RDB storage, failing fast with a one-line error."""
+    try:
+        return optuna.storages.RDBStorage(url)
+    except Exception as exc:  # noqa: BLE001 - driver errors vary; all mean "cannot use it"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SweepError(
+            f"cannot open Optuna storage {mask_url(url)}: {reason}; check the --storage URL"
+        ) from None
+
+
+def open_study(space: SearchSpace, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    """Create the space's study, or load it to continue where it stopped."""
+    return optuna.create_study(
+        study_name=space.study,
+        storage=storage,
+        sampler=space.make_sampler(),
+        pruner=space.make_pruner(),
+        direction="minimize",
+        load_if_exists=True,
+    )
+
+
+def state_counts(study: optuna.Study) -> Counter[str]:
+    """Trials by state name ('complete', 'pruned', 'fail', 'running', ...)."""
+    return Counter(t.state.name.lower() for t in study.get_trials(deepcopy=False))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What this run does: `n_trials` new trials, the first ones re-running `retry` points."""
+
+    budget: int
+    done: int
+    n_trials: int
+    retry: tuple[dict[str, Any], ...] = ()
+
+
+def plan(study: optuna.Study, space: SearchSpace, budget: int | None = None) -> Plan:
+    """How many trials are left of the study-wide budget. In a grid, points already complete
+    or pruned are never run again; points whose only trials failed are queued again."""
+    budget = budget or space.n_trials
+    trials = study.get_trials(deepcopy=False)
+    done_trials = [t for t in trials if t.state in DONE_STATES]
+    if space.sampler != "grid":
+        left = max(0, budget - len(done_trials))
+        return Plan(budget, len(done_trials), left)
+    if budget > len(space.grid_points()):
+        raise SweepError(
+            f"--n-trials {budget} is more than the {len(space.grid_points())} points of the "
+            f"grid in {space.path}"
+        )
+    done_points = {_key(t.params) for t in done_trials}
+    failed_points = {_key(t.params) for t in trials if t.state == TrialState.FAIL}
+    retry = [p for p in space.grid_points() if _key(p) in failed_points - done_points]
+    left = max(0, budget - len(done_points))
+    return Plan(budget, len(done_points), left, tuple(retry[:left]))
+
+
+def _key(params: dict[str, Any]) -> tuple:
+    return tuple(sorted(params.items()))
+
+
+class Progress:
+    """Readable progress lines: one per trial start and end, one per epoch."""
+
+    def __init__(self, total: int, stream: TextIO | None = None) -> None:
+        self.total, self.stream, self.count = total, stream or sys.stdout, 0
+
+    def say(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def trial_started(self, number: int, params: dict[str, Any]) -> None:
+        self.count += 1
+        shown = "  ".join(f"{k}={v}" for k, v in params.items())
+        self.say(f"[{self.count}/{self.total}] trial {number}: {shown}")
+
+    def epoch(self, epoch: int, epochs: int, logs: dict[str, float], seconds: float) -> None:
+        self.say(
+            f"    epoch {epoch:>3}/{epochs}  loss {logs['loss']:.5f}  "
+            f"val_loss {logs['val_loss']:.5f}  {seconds:6.1f} s"
+        )
+
+    def trial_ended(self, state: str, detail: str) -> None:
+        self.say(f"    -> {state}: {detail}")
+
+
+def make_objective(
+    space: SearchSpace,
+    profile: Profile,
+    split: Split,
+    tracker: Any,
+    parent_run_id: str,
+    run_params: dict[str, Any],
+    progress: Progress,
+) -> Callable[[optuna.Trial], float]:
+    """The trial recipe: suggest, build, fit with per-epoch reports, record, return val_loss."""
+    from sweep.tf_env import import_keras_quietly
+
+    import_keras_quietly()
+    from models.autoencoder import architecture_rows, build_autoencoder
+    from sweep.training import Diverged, fit_autoencoder, model_summary, release
+
+    def objective(trial: optuna.Trial) -> float:
+        overrides = space.suggest(trial)
+        config = profile.apply(space.config_for(overrides))
+        data = split.take(config.train_size, config.val_size)
+        params = {
+            **{k: format_value(v) for k, v in config.to_dict().items()},
+            **trial.params,
+            **run_params,
+            "train_images": len(data.x_train),
+            "val_images": len(data.x_val),
+        }
+        progress.trial_started(trial.number, {k: format_value(v) for k, v in trial.params.items()})
+        started = time.perf_counter()
+
+        def on_epoch(epoch: int, logs: dict[str, float]) -> None:
+            run.log_epoch(epoch, {"loss": logs["loss"], "val_loss": logs["val_loss"]})
+            progress.epoch(epoch, config.epochs, logs, time.perf_counter() - started)
+            trial.report(logs["val_loss"], epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+
+        with tracker.trial_run(parent_run_id, space.study, trial.number, params) as run:
+            trial.set_user_attr("mlflow_run_id", run.run_id)
+            try:
+                model = build_autoencoder(config, data.input_shape)
+                n_params = model.count_params()
+                trial.set_user_attr("param_count", n_params)
+                run.log_text(model_summary(model), "model_summary.txt")
+                run.log_dict(architecture_rows(model), "architecture.json")
+                fit = fit_autoencoder(model, data, config, on_epoch)
+                results = {
+                    "best_val_loss": fit.best_val_loss,
+                    "best_epoch": fit.best_epoch,
+                    "epochs_run": len(fit.val_loss),
+                    "train_seconds": fit.seconds,
+                    "param_count": n_params,
+                    "images_per_second": len(data.x_train) * len(fit.loss) / fit.seconds,
+                }
+                run.log_results(results)
+                for key in ("train_seconds", "best_epoch", "epochs_run"):
+                    trial.set_user_attr(key, results[key])
+                run.log_model(model)
+                progress.trial_ended(
+                    "complete",
+                    f"best val_loss {fit.best_val_loss:.5f} at epoch {fit.best_epoch}, "
+                    f"{n_params:,} params, {fit.seconds:.1f} s",
+                )
+                return fit.best_val_loss
+            except optuna.TrialPruned as exc:
+                seconds = time.perf_counter() - started
+                trial.set_user_attr("train_seconds", seconds)
+                run.log_results({"train_seconds": seconds})
+                run.finish("pruned", reason=str(exc))
+                progress.trial_ended("pruned", f"{exc} ({seconds:.1f} s)")
+                raise
+            except Exception as exc:
+                reason = (
+                    f"{type(exc).__name__}: {exc}" if not isinstance(exc, Diverged) else str(exc)
+                )
+                trial.set_user_attr("fail_reason", reason)
+                run.log_text(traceback.format_exc(), "traceback.txt")
+                run.finish("failed", reason=reason)
+                progress.trial_ended("failed", reason)
+                raise
+            finally:
+                release()
+
+    return objective
+
+
+def best_summary(study: optuna.Study, space: SearchSpace) -> dict[str, Any]:
+    """The parent run's summary: counts by state and the best trial, if any."""
+    counts = state_counts(study)
+    summary: dict[str, Any] = {
+        "n_complete": counts["complete"],
+        "n_pruned": counts["pruned"],
+        "n_failed": counts["fail"],
+    }
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if complete:
+        best = min(complete, key=lambda t: t.value)
+        summary["best_val_loss"] = best.value
+        summary["best_trial"] = str(best.number)
+        for key, value in space.decode(best.params).items():
+            summary[f"best.{key}"] = str(format_value(value))
+        if "mlflow_run_id" in best.user_attrs:
+            summary["best_run_id"] = best.user_attrs["mlflow_run_id"]
+    return summary
+
+
+def run_sweep(
+    space: SearchSpace,
+    profile: Profile,
+    source: DataSource,
+    storage_url: str,
+    tracker: Any,
+    *,
+    n_trials: int | None = None,
+    seed: int = 0,
+    progress_stream: TextIO | None = None,
+    objective_factory: Callable[..., Callable[[optuna.Trial], float]] | None = None,
+) -> optuna.Study:
+    """Run (or continue) the space's study until its budget is spent.
+
+    `objective_factory` (default: `make_objective`) lets tests drive the same study code
+    with a fake objective.
+    """
+    from sweep.data import subset_and_split
+
+    storage = open_storage(storage_url)
+    study = open_study(space, storage)
+    todo = plan(study, space, n_trials)
+    say = Progress(todo.n_trials, progress_stream).say
+    say(
+        f"Study {space.study!r}: {space.describe()}; {todo.done} of {todo.budget} trials done, "
+        f"{todo.n_trials} to run"
+    )
+    if todo.n_trials == 0:
+        say("Nothing left to run; raise --n-trials to extend the study.")
+        return study
+    images, labels = source.training()
+    split = subset_and_split(
+        images, labels, subset=profile.subset, val_fraction=profile.val_fraction, seed=seed
+    )
+    split.take(space.base.train_size, space.base.val_size)
+    say(
+        f"Data: {source.name} ({source.location}), profile {profile.name}: "
+        f"{len(split.x_train)} train / {len(split.x_val)} validation images"
+    )
+    run_params = {
+        "study": space.study,
+        "space_file": str(space.path),
+        "profile": profile.name,
+        "dataset": source.name,
+        "data_seed": seed,
+    }
+    parent = tracker.study_run(
+        space.study,
+        {**run_params, "sampler": space.sampler, "pruner": space.pruner, "n_trials": todo.budget},
+    )
+    progress = Progress(todo.n_trials, progress_stream)
+    factory = objective_factory or make_objective
+    objective = factory(space, profile, split, tracker, parent, run_params, progress)
+    for point in todo.retry:
+        study.enqueue_trial(point)
+    status = "FINISHED"
+    try:
+        study.optimize(
+            objective,
+            n_trials=todo.n_trials,
+            catch=(Exception,),
+            callbacks=[optuna.study.MaxTrialsCallback(todo.budget, states=DONE_STATES)],
+        )
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracker.end_study_run(parent, best_summary(study, space), status)
+    return study
+
+
+def describe_best(study: optuna.Study, space: SearchSpace) -> str:
+    counts = state_counts(study)
+    text = (
+        f"Study {space.study!r}: {counts['complete']} complete, {counts['pruned']} pruned, "
+        f"{counts['fail']} failed"
+    )
+    summary = best_summary(study, space)
+    if "best_val_loss" in summary:
+        best = {k[5:]: v for k, v in summary.items() if k.startswith("best.")}
+        shown = "  ".join(f"{k}={v}" for k, v in best.items())
+        text += (
+            f"; best val_loss {summary['best_val_loss']:.5f} "
+            f"(trial {summary['best_trial']}: {shown})"
+        )
+    return text

@@ -1,0 +1,168 @@
+"""MLflow: one experiment and one parent run per study, one nested run per trial."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+
+from sweep.errors import SweepError
+
+logging.getLogger("mlflow").setLevel(logging.WARNING)
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
+ROLE_TAG = "sweep.role"
+STATE_TAG = "sweep.state"
+TRIAL_TAG = "optuna.trial_number"
+STUDY_TAG = "optuna.study_name"
+PARENT_TAG = "mlflow.parentRunId"
+STATES = {"complete": "FINISHED", "pruned": "FINISHED", "failed": "FAILED"}
+
+
+def default_tracking_uri(output: Path) -> str:
+    return f"sqlite:///{(output / 'mlflow.db').resolve()}"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Tracker:
+    """Writes one study's runs to an MLflow tracking store (SQLite file or server)."""
+
+    def __init__(self, tracking_uri: str, artifact_root: Path | None = None) -> None:
+        self.uri = tracking_uri
+        self.artifact_root = artifact_root
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+
+    def experiment_id(self, name: str) -> str:
+        """Get or create the study's experiment (creation races end in the same id)."""
+        try:
+            existing = self.client.get_experiment_by_name(name)
+            if existing is not None:
+                if existing.lifecycle_stage == "deleted":
+                    self.client.restore_experiment(existing.experiment_id)
+                return existing.experiment_id
+            location = self.artifact_root.resolve().as_uri() if self.artifact_root else None
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException as exc:
+            if "already exists" in str(exc).lower():
+                return self.client.get_experiment_by_name(name).experiment_id
+            raise SweepError(f"MLflow at {self.uri}: {exc.message.splitlines()[0]}") from None
+
+    def study_run(self, study_name: str, params: dict[str, Any]) -> str:
+        """The study's parent run: the existing one (reopened) or a new one."""
+        experiment_id = self.experiment_id(study_name)
+        found = self.client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{ROLE_TAG}` = 'study'",
+            max_results=1,
+            order_by=["attributes.start_time ASC"],
+        )
+        if found:
+            run_id = found[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+            return run_id
+        run = self.client.create_run(
+            experiment_id,
+            run_name=study_name,
+            tags={ROLE_TAG: "study", STUDY_TAG: study_name},
+        )
+        self.client.log_batch(run.info.run_id, params=_params(params))
+        return run.info.run_id
+
+    def end_study_run(self, run_id: str, summary: dict[str, Any], status: str = "FINISHED") -> None:
+        """Record the study's best trial on the parent run and close it."""
+        metrics = {k: v for k, v in summary.items() if isinstance(v, (int, float))}
+        tags = {k: str(v) for k, v in summary.items() if not isinstance(v, (int, float))}
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), _now_ms(), 0) for k, v in metrics.items()],
+            tags=[RunTag(k, v) for k, v in tags.items()],
+        )
+        self.client.set_terminated(run_id, status)
+
+    @contextmanager
+    def trial_run(
+        self, parent_run_id: str, study_name: str, trial_number: int, params: dict[str, Any]
+    ) -> Iterator[TrialRun]:
+        """A nested run for one trial; ends FAILED (with the reason) if the body raises."""
+        experiment_id = self.client.get_run(parent_run_id).info.experiment_id
+        run = self.client.create_run(
+            experiment_id,
+            run_name=f"trial-{trial_number}",
+            tags={
+                PARENT_TAG: parent_run_id,
+                ROLE_TAG: "trial",
+                STUDY_TAG: study_name,
+                TRIAL_TAG: str(trial_number),
+                STATE_TAG: "running",
+            },
+        )
+        trial = TrialRun(self.client, run.info.run_id)
+        self.client.log_batch(trial.run_id, params=_params(params))
+        try:
+            yield trial
+        except KeyboardInterrupt:
+            if trial.state == "running":
+                trial.finish("failed", reason="interrupted (Ctrl-C)", status="KILLED")
+            raise
+        except BaseException as exc:
+            if trial.state == "running":
+                trial.finish("failed", reason=_reason(exc))
+            raise
+        if trial.state == "running":
+            trial.finish("complete")
+
+
+class TrialRun:
+    """What a trial logs: per-epoch metrics, results, artifacts, and its final state."""
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client, self.run_id, self.state = client, run_id, "running"
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        now = _now_ms()
+        self.client.log_batch(
+            self.run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in metrics.items()]
+        )
+
+    def log_results(self, metrics: dict[str, float]) -> None:
+        self.log_epoch(0, metrics)
+
+    def log_text(self, text: str, name: str) -> None:
+        self.client.log_text(self.run_id, text, name)
+
+    def log_dict(self, data: Any, name: str) -> None:
+        self.client.log_dict(self.run_id, data, name)
+
+    def log_model(self, model: Any, name: str = "model.keras") -> None:
+        """Save the Keras model to a temporary file and store it as an artifact."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            model.save(path)
+            self.client.log_artifact(self.run_id, str(path))
+
+    def finish(self, state: str, reason: str | None = None, status: str | None = None) -> None:
+        tags = [RunTag(STATE_TAG, state)]
+        if reason:
+            tags.append(RunTag("sweep.fail_reason", reason[:5000]))
+        self.client.log_batch(self.run_id, tags=tags)
+        self.client.set_terminated(self.run_id, status or STATES[state])
+        self.state = state
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _params(values: dict[str, Any]) -> list[Param]:
+    return [Param(k, str(v)[:6000]) for k, v in values.items() if v is not None]

@@ -1,0 +1,99 @@
+"""Fit one autoencoder on a split, calling back once per epoch. Knows nothing of Optuna."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from models.config import AutoencoderConfig
+from sweep.data import Split
+from sweep.tf_env import import_keras_quietly
+
+keras = import_keras_quietly()
+
+EpochHook = Callable[[int, dict[str, float]], None]
+
+
+class Diverged(RuntimeError):
+    """The loss turned NaN or infinite; the trial cannot go on."""
+
+
+@dataclass
+class FitResult:
+    """Per-epoch curves (epoch numbers start at 1) and the fit's wall time."""
+
+    loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def best_val_loss(self) -> float:
+        return min(self.val_loss)
+
+    @property
+    def best_epoch(self) -> int:
+        return self.val_loss.index(self.best_val_loss) + 1
+
+
+class _EpochCallback(keras.callbacks.Callback):
+    def __init__(self, result: FitResult, hook: EpochHook | None) -> None:
+        super().__init__()
+        self.result, self.hook = result, hook
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        bad = {k: v for k, v in logs.items() if not math.isfinite(v)}
+        if bad:
+            key, value = next(iter(bad.items()))
+            raise Diverged(f"{key} became {value} at epoch {epoch + 1}")
+        self.result.loss.append(logs["loss"])
+        self.result.val_loss.append(logs["val_loss"])
+        if self.hook is not None:
+            self.hook(epoch + 1, logs)
+
+
+def fit_autoencoder(
+    model: keras.Model, split: Split, config: AutoencoderConfig, on_epoch: EpochHook | None = None
+) -> FitResult:
+    """Train to reconstruct the images, early-stopping on val_loss with the best weights kept.
+
+    `on_epoch(epoch, logs)` runs after every epoch and may raise to stop the fit (pruning).
+    """
+    result = FitResult()
+    callbacks = [
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=config.patience or 1, restore_best_weights=True
+        ),
+        _EpochCallback(result, on_epoch),
+    ]
+    start = time.perf_counter()
+    try:
+        model.fit(
+            split.x_train,
+            split.x_train,
+            validation_data=(split.x_val, split.x_val),
+            batch_size=config.batch_size,
+            epochs=config.epochs or 1,
+            callbacks=callbacks,
+            verbose=0,
+        )
+    finally:
+        result.seconds = time.perf_counter() - start
+    return result
+
+
+def model_summary(model: keras.Model) -> str:
+    """Keras' summary as plain text."""
+    lines: list[str] = []
+    model.summary(print_fn=lambda text, line_break=True: lines.append(text))
+    return "\n".join(lines)
+
+
+def release() -> None:
+    """Free a finished trial's graph and memory before the next one."""
+    import gc
+
+    keras.backend.clear_session()
+    gc.collect()

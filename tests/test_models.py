@@ -1,0 +1,151 @@
+"""Model builders without any sweep: shapes, parameter counts, layer order, the encoder cut."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sweep.tf_env import import_keras_quietly
+
+keras = import_keras_quietly()
+
+from models.autoencoder import (  # noqa: E402
+    architecture_rows,
+    build_autoencoder,
+    encoder_output_name,
+    extract_encoder,
+)
+from models.config import AutoencoderConfig, ConfigError  # noqa: E402
+
+
+def conv(k: int, cin: int, cout: int) -> int:
+    return k * k * cin * cout + cout
+
+
+def layer_kinds(model: keras.Model) -> list[str]:
+    short = {
+        "Conv2D": "Conv",
+        "BatchNormalization": "BN",
+        "MaxPooling2D": "Pool",
+        "UpSampling2D": "Up",
+    }
+    return [
+        short[type(layer).__name__] + (str(layer.filters) if hasattr(layer, "filters") else "")
+        for layer in model.layers
+        if type(layer).__name__ in short
+    ]
+
+
+def test_example_from_the_spec_has_the_mirrored_layer_order() -> None:
+    model = build_autoencoder(AutoencoderConfig(filters=(8, 16, 32), pool_blocks=2, kernel_size=3))
+    assert layer_kinds(model) == [
+        "Conv8", "BN", "Pool", "Conv16", "BN", "Pool", "Conv32", "BN",
+        "Conv32", "BN", "Conv16", "BN", "Up", "Conv8", "BN", "Up", "Conv1",
+    ]  # fmt: skip
+    assert model.output_shape == (None, 28, 28, 1)
+
+
+def test_parameter_count_matches_the_arithmetic() -> None:
+    model = build_autoencoder(AutoencoderConfig(filters=(8, 16, 32), kernel_size=3))
+    convs = [(1, 8), (8, 16), (16, 32), (32, 32), (32, 16), (16, 8), (8, 1)]
+    bn = 4 * (8 + 16 + 32 + 32 + 16 + 8)
+    assert model.count_params() == sum(conv(3, a, b) for a, b in convs) + bn == 21441
+
+
+def test_multi_conv_stages_reverse_inside_the_decoder() -> None:
+    config = AutoencoderConfig(filters=((16, 32), (64, 128), 256), pool_blocks=2, kernel_size=3)
+    model = build_autoencoder(config)
+    assert [k for k in layer_kinds(model) if k.startswith("Conv")] == [
+        "Conv16", "Conv32", "Conv64", "Conv128", "Conv256",
+        "Conv256", "Conv128", "Conv64", "Conv32", "Conv16", "Conv1",
+    ]  # fmt: skip
+    assert model.get_layer("enc_s3_bn1").output.shape[1:] == (7, 7, 256)
+
+
+@pytest.mark.parametrize(
+    ("filters", "pool_blocks", "bottleneck"),
+    [((64, 128), 1, (14, 14, 128)), ((8, 16), 0, (28, 28, 16)), ((8, 16, 32), 2, (7, 7, 32))],
+)
+def test_pooling_depths(filters, pool_blocks, bottleneck) -> None:
+    model = build_autoencoder(AutoencoderConfig(filters=filters, pool_blocks=pool_blocks))
+    assert extract_encoder(model).output_shape[1:] == bottleneck
+    assert model.output_shape == (None, 28, 28, 1)
+
+
+def test_kernel_size_and_learning_rate_are_applied() -> None:
+    model = build_autoencoder(
+        AutoencoderConfig(filters=(4,), pool_blocks=1, kernel_size=5, learning_rate=3e-4)
+    )
+    assert model.get_layer("enc_s1_conv1").kernel_size == (5, 5)
+    assert model.get_layer("reconstruction").kernel_size == (5, 5)
+    assert float(model.optimizer.learning_rate) == pytest.approx(3e-4)
+    assert model.loss == "mse"
+
+
+def test_too_deep_for_28_pixels_explains_why() -> None:
+    with pytest.raises(ConfigError, match=r"28 -> 14 -> 7.*pool_blocks <= 2"):
+        AutoencoderConfig(filters=(8, 16, 32, 64), pool_blocks=3)
+    with pytest.raises(ConfigError, match="only 2 stages"):
+        AutoencoderConfig().replace(filters=[8, 16], pool_blocks=3)
+
+
+def test_other_image_sizes_are_checked_by_the_builder() -> None:
+    config = AutoencoderConfig(filters=(4, 8), pool_blocks=2)
+    assert build_autoencoder(config, (32, 32, 1)).output_shape == (None, 32, 32, 1)
+    with pytest.raises(ConfigError, match="10x10"):
+        build_autoencoder(config, (10, 10, 1))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("filters", [], "non-empty list"),
+        ("filters", [8, "x"], "each stage"),
+        ("filters", [8, [0, 4]], "each stage"),
+        ("kernel_size", 0, "positive integer"),
+        ("kernel_size", 2.5, "positive integer"),
+        ("learning_rate", 5, "between 0 and 1"),
+        ("learning_rate", "fast", "between 0 and 1"),
+        ("batch_size", True, "positive integer"),
+        ("pool_blocks", -1, ">= 0"),
+    ],
+)
+def test_config_rejects_bad_values(key, value, message) -> None:
+    with pytest.raises(ConfigError, match=f"{key}.*{message}"):
+        AutoencoderConfig().replace(**{key: value})
+
+
+def test_config_from_yaml_values_normalises_lists() -> None:
+    config = AutoencoderConfig.from_dict({"filters": [[16, 32], [64], 128], "learning_rate": 0.01})
+    assert config.filters == ((16, 32), (64,), 128)
+    assert config.stages == ((16, 32), (64,), (128,))
+    assert config.to_dict()["filters"] == [[16, 32], [64], 128]
+    with pytest.raises(ConfigError, match="unknown key 'dropout'"):
+        AutoencoderConfig.from_dict({"dropout": 0.1})
+
+
+def test_encoder_shares_weights_and_survives_save_and_load(tmp_path: Path) -> None:
+    model = build_autoencoder(AutoencoderConfig(filters=(4, 8), pool_blocks=2))
+    x = np.random.default_rng(0).random((2, 28, 28, 1), dtype=np.float32)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path, compile=False)
+    assert encoder_output_name(loaded) == "enc_s2_bn1"
+    np.testing.assert_allclose(
+        extract_encoder(loaded).predict(x, verbose=0),
+        extract_encoder(model).predict(x, verbose=0),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    assert extract_encoder(model).layers[1] is model.layers[1]
+
+
+def test_architecture_rows_sum_to_the_parameter_count() -> None:
+    model = build_autoencoder(AutoencoderConfig(filters=(8, 16, 32)))
+    rows = architecture_rows(model)
+    assert sum(r["params"] for r in rows) == model.count_params()
+    assert rows[1] == {
+        "layer": "enc_s1_conv1", "type": "Conv2D", "output_shape": "28x28x8", "params": 80,
+    }  # fmt: skip

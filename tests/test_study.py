@@ -1,0 +1,158 @@
+"""Study logic driven by a fake objective through the same code (no Keras): budgets,
+continuing a study, grid points never repeated, failures that do not stop a study."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from sweep.data import find_source
+from sweep.errors import SweepError
+from sweep.profiles import get_profile
+from sweep.space import load_space
+from sweep.study import default_storage, mask_url, open_storage, plan, run_sweep
+from sweep.tracking import Tracker
+
+
+class FakeObjective:
+    """Returns a value computed from the config; raises for configs listed in `fail`."""
+
+    def __init__(self, fail: set[str] | None = None, fail_times: int = 10**6) -> None:
+        self.fail, self.fail_times, self.calls = fail or set(), fail_times, []
+
+    def factory(self, space, profile, split, tracker, parent, run_params, progress):
+        def objective(trial: optuna.Trial) -> float:
+            overrides = space.suggest(trial)
+            config = profile.apply(space.config_for(overrides))
+            key = str(config.filters)
+            self.calls.append(key)
+            if key in self.fail and self.fail_times > 0:
+                self.fail_times -= 1
+                raise RuntimeError(f"boom for {key}")
+            return config.learning_rate + len(key) / 100
+
+        return objective
+
+
+@pytest.fixture
+def env(tmp_path: Path, idx_files):
+    out = tmp_path / "out"
+    out.mkdir()
+    tracker = Tracker(f"sqlite:///{out / 'mlflow.db'}", artifact_root=out / "art")
+    source = find_source(files=idx_files)
+    storage = default_storage(out)
+
+    def run(space, fake, **kwargs):
+        return run_sweep(
+            space, get_profile("quick"), source, storage, tracker,
+            objective_factory=fake.factory, progress_stream=io.StringIO(), **kwargs,
+        )  # fmt: skip
+
+    return run, tracker, storage
+
+
+def by_state(study: optuna.Study) -> dict[str, list]:
+    result: dict[str, list] = {}
+    for t in study.trials:
+        result.setdefault(t.state.name, []).append(t.params.get("filters"))
+    return result
+
+
+def test_grid_runs_each_point_once_and_a_rerun_adds_nothing(env, tiny_space: Path) -> None:
+    run, _, storage = env
+    space = load_space(tiny_space)
+    fake = FakeObjective()
+    study = run(space, fake)
+    assert sorted(by_state(study)["COMPLETE"]) == sorted(space.grid()["filters"])
+    study = run(space, fake)
+    assert len(study.trials) == 3
+    assert len(fake.calls) == 3
+
+
+def test_grid_with_a_smaller_budget_then_continued(env, tiny_space: Path) -> None:
+    run, _, _ = env
+    space = load_space(tiny_space)
+    fake = FakeObjective()
+    assert len(run(space, fake, n_trials=2).trials) == 2
+    study = run(space, fake)
+    assert sorted(by_state(study)["COMPLETE"]) == sorted(space.grid()["filters"])
+    with pytest.raises(SweepError, match="more than the 3 points"):
+        run(space, fake, n_trials=4)
+
+
+def test_a_failing_trial_does_not_stop_the_study_and_is_retried_next_run(
+    env, tiny_space: Path
+) -> None:
+    run, _, _ = env
+    space = load_space(tiny_space)
+    fake = FakeObjective(fail={"(2, 4)"}, fail_times=1)
+    study = run(space, fake)
+    states = by_state(study)
+    assert states["FAIL"] == ["[2, 4]"]
+    assert sorted(states["COMPLETE"]) == ["[4, 8]", "[8, 8]"]
+    study = run(space, fake)
+    states = by_state(study)
+    assert sorted(states["COMPLETE"]) == ["[2, 4]", "[4, 8]", "[8, 8]"]
+    assert fake.calls.count("(4, 8)") == 1 and fake.calls.count("(8, 8)") == 1
+
+
+def test_tpe_budget_is_study_wide_and_failures_do_not_count(env, tmp_path: Path) -> None:
+    run, _, _ = env
+    path = tmp_path / "tpe.yaml"
+    path.write_text(
+        "study: tpe\nbase: {filters: [4, 8], epochs: 1}\n"
+        "params:\n  learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}\n"
+        "  filters: {values: [[4, 8], [2, 4]]}\n"
+        "sampler: {name: tpe, seed: 1}\npruner: median\nn_trials: 5\n"
+    )
+    space = load_space(path)
+    fake = FakeObjective()
+    assert len(run(space, fake, n_trials=3).trials) == 3
+    study = run(space, fake)
+    assert len(by_state(study)["COMPLETE"]) == 5
+    assert len(run(space, fake).trials) == 5
+    failing = FakeObjective(fail={"(4, 8)", "(2, 4)"})
+    study = run(space, failing, n_trials=7)
+    assert len(by_state(study)["FAIL"]) == 2
+    assert len(by_state(study)["COMPLETE"]) == 5
+
+
+def test_one_parent_run_per_study_holding_the_best_trial(env, tiny_space: Path) -> None:
+    run, tracker, _ = env
+    space = load_space(tiny_space)
+    run(space, FakeObjective(), n_trials=1)
+    study = run(space, FakeObjective())
+    experiment = tracker.client.get_experiment_by_name("tiny")
+    parents = tracker.client.search_runs([experiment.experiment_id], "tags.`sweep.role` = 'study'")
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["best_val_loss"] == pytest.approx(study.best_value)
+    assert parent.data.tags["best.filters"] == study.best_params["filters"]
+    assert parent.data.metrics["n_complete"] == 3
+
+
+def test_plan_counts_done_points_and_queues_failed_ones(tmp_path: Path, tiny_space: Path) -> None:
+    space = load_space(tiny_space)
+    study = optuna.create_study(sampler=space.make_sampler())
+    for label, state in (("[2, 4]", TrialState.COMPLETE), ("[4, 8]", TrialState.FAIL)):
+        study.enqueue_trial({"filters": label})
+        trial = study.ask()
+        space.suggest(trial)
+        study.tell(trial, 1.0 if state == TrialState.COMPLETE else None, state=state)
+    todo = plan(study, space)
+    assert (todo.budget, todo.done, todo.n_trials) == (3, 1, 2)
+    assert todo.retry == ({"filters": "[4, 8]"},)
+
+
+def test_unreachable_storage_is_one_line_with_the_password_masked() -> None:
+    with pytest.raises(SweepError) as info:
+        open_storage("postgresql://alice:s3cret@127.0.0.1:1/sweeps")
+    message = str(info.value)
+    assert "s3cret" not in message and "***" in message
+    assert "\n" not in message
+    assert mask_url("sqlite:///x.db") == "sqlite:///x.db"
