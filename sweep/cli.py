@@ -156,7 +156,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
         "--host", args.host,
         "--port", str(port),
     ]  # fmt: skip
-    print(f"MLflow UI for {uri}\nOpen http://{args.host}:{port} (Ctrl-C stops it)", flush=True)
+    address = f"http://{args.host}:{port}/#/experiments?workflowType=machine_learning"
+    print(f"MLflow UI for {uri}\nOpen {address}  (Ctrl-C stops it)", flush=True)
     process = subprocess.Popen(command)
     try:
         return process.wait()

@@ -52,7 +52,12 @@ class Tracker:
                     self.client.restore_experiment(existing.experiment_id)
                 return existing.experiment_id
             location = self.artifact_root.resolve().as_uri() if self.artifact_root else None
-            return self.client.create_experiment(name, artifact_location=location)
+            # The kind tag makes the MLflow UI open the experiment as model training, not GenAI.
+            return self.client.create_experiment(
+                name,
+                artifact_location=location,
+                tags={"mlflow.experimentKind": "custom_model_development"},
+            )
         except MlflowException as exc:
             if "already exists" in str(exc).lower():
                 return self.client.get_experiment_by_name(name).experiment_id
