@@ -194,7 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--set", nargs="+", default=[], metavar="KEY=VALUE", help="fix base config keys (YAML)"
     )
-    run.add_argument("--seed", type=int, default=0, help="seed of the data subset and split")
+    run.add_argument(
+        "--seed", type=int, default=0, help="seed of the data split, weights and shuffling"
+    )
     _add_store_options(run)
     data = run.add_argument_group("dataset")
     data.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (default) or mnist")

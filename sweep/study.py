@@ -139,7 +139,7 @@ def make_objective(
 
     import_keras_quietly()
     from models.autoencoder import architecture_rows, build_autoencoder
-    from sweep.training import Diverged, fit_autoencoder, model_summary, release
+    from sweep.training import Diverged, fit_autoencoder, model_summary, release, seed_everything
 
     def objective(trial: optuna.Trial) -> float:
         overrides = space.suggest(trial)
@@ -165,6 +165,7 @@ def make_objective(
         with tracker.trial_run(parent_run_id, space.study, trial.number, params) as run:
             trial.set_user_attr("mlflow_run_id", run.run_id)
             try:
+                seed_everything(run_params["seed"])
                 model = build_autoencoder(config, data.input_shape)
                 n_params = model.count_params()
                 trial.set_user_attr("param_count", n_params)
@@ -275,7 +276,7 @@ def run_sweep(
         "space_file": str(space.path),
         "profile": profile.name,
         "dataset": source.name,
-        "data_seed": seed,
+        "seed": seed,
     }
     parent = tracker.study_run(
         space.study,

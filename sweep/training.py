@@ -91,6 +91,12 @@ def model_summary(model: keras.Model) -> str:
     return "\n".join(lines)
 
 
+def seed_everything(seed: int) -> None:
+    """Same weight initialisation and shuffling for every trial of a run, so trials differ by
+    their hyperparameters, not their luck."""
+    keras.utils.set_random_seed(seed)
+
+
 def release() -> None:
     """Free a finished trial's graph and memory before the next one."""
     import gc

@@ -149,3 +149,20 @@ def test_architecture_rows_sum_to_the_parameter_count() -> None:
     assert rows[1] == {
         "layer": "enc_s1_conv1", "type": "Conv2D", "output_shape": "28x28x8", "params": 80,
     }  # fmt: skip
+
+
+def test_seeded_fits_repeat_and_track_the_best_epoch() -> None:
+    from sweep.data import subset_and_split
+    from sweep.training import fit_autoencoder, seed_everything
+    from tests.conftest import make_images
+
+    split = subset_and_split(*make_images(120))
+    config = AutoencoderConfig(filters=(2, 4), batch_size=32, epochs=2, patience=2)
+    results = []
+    for _ in range(2):
+        seed_everything(7)
+        results.append(fit_autoencoder(build_autoencoder(config), split, config))
+    assert results[0].val_loss == pytest.approx(results[1].val_loss, rel=1e-4)
+    assert len(results[0].loss) == 2
+    assert results[0].best_val_loss == min(results[0].val_loss)
+    assert results[0].best_epoch == results[0].val_loss.index(results[0].best_val_loss) + 1
