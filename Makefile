@@ -13,7 +13,7 @@ DEBIAN_DATASET := /usr/share/datasets/fashion-mnist
 
 .DEFAULT_GOAL := help
 .PHONY: help setup dataset sweep-filters sweep-kernel sweep-batch sweep-lr sweep-depth sweep \
-	studies ui test test-fast lint clean
+	studies report ui test test-fast lint clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -60,6 +60,9 @@ sweep: setup ## Joint search over all of them (TPE with pruning)
 
 studies: $(STAMP) ## List the studies with their trial counts and best values
 	$(SWEEP) studies
+
+report: $(STAMP) ## Write the PDF report of every study to $(OUTPUT)/report.pdf
+	$(SWEEP) report
 
 ui: $(STAMP) ## Open the MLflow UI on the project's store (127.0.0.1:5000)
 	$(SWEEP) ui

@@ -128,6 +128,19 @@ def cmd_studies(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from reports.build import build_report
+
+    output = Path(args.o) if args.o else output_dir(args) / "report.pdf"
+    report = build_report(storage_url(args), tracking_uri(args), output, args.studies or None)
+    studies = [s for s in report.sections if s not in ("title", "best encoder")]
+    print(
+        f"Wrote {report.path} ({report.pages} pages, studies: {', '.join(studies)}) "
+        f"in {report.seconds:.1f} s"
+    )
+    return 0
+
+
 def free_port(host: str, port: int, tries: int = 20) -> int:
     """`port` if nothing listens there, else the next free one."""
     for candidate in range(port, port + tries):
@@ -212,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     studies = sub.add_parser("studies", help="list studies: trials by state, best value")
     studies.add_argument("--storage", help="Optuna RDB URL (default: sqlite in the output folder)")
     studies.set_defaults(func=cmd_studies)
+
+    report = sub.add_parser("report", help="write the PDF report comparing the studies")
+    report.add_argument("studies", nargs="*", metavar="STUDY", help="default: every study")
+    report.add_argument("-o", metavar="FILE.pdf", help="default: report.pdf in the output folder")
+    _add_store_options(report)
+    report.set_defaults(func=cmd_report)
 
     ui = sub.add_parser("ui", help="open the MLflow UI on the project's store")
     ui.add_argument("--tracking-uri", help="MLflow tracking URI (default: the output folder's)")
