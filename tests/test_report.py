@@ -161,9 +161,14 @@ class LoggingFake:
     """A fake trainer through the real study code: logs per-epoch curves to MLflow like the
     real objective, reports to the pruner, takes milliseconds."""
 
+    def __init__(self, fail_kernel: int | None = None) -> None:
+        self.fail_kernel = fail_kernel
+
     def factory(self, space, profile, split, tracker, parent, run_params, progress):
         def objective(trial: optuna.Trial) -> float:
             config = profile.apply(space.config_for(space.suggest(trial)))
+            if config.kernel_size == self.fail_kernel:
+                raise RuntimeError("loss became nan at epoch 1")
             params = {
                 **{k: str(v) for k, v in config.to_dict().items()},
                 **trial.params,
@@ -214,11 +219,15 @@ def stores(tmp_path_factory, idx_files) -> Path:
         "  learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}\n"
         "sampler: {name: tpe, seed: 0, n_startup_trials: 3}\npruner: {name: median, n_startup_trials: 2}\nn_trials: 8\n"
     )
+    (out / "single.yaml").write_text(
+        "study: single\nbase: {filters: [4, 8]}\nparams: {kernel_size: {values: [3, 7]}}\n"
+    )
     tracker = Tracker(f"sqlite:///{out / 'mlflow.db'}", artifact_root=out / "mlartifacts")
-    for name in ("kernel", "joint"):
+    for name in ("kernel", "joint", "single"):
         run_sweep(
             load_space(out / f"{name}.yaml"), get_profile("quick"), find_source(files=idx_files),
-            default_storage(out), tracker, objective_factory=LoggingFake().factory, progress_stream=io.StringIO(),
+            default_storage(out), tracker, objective_factory=LoggingFake(fail_kernel=7).factory,
+            progress_stream=io.StringIO(),
         )  # fmt: skip
     return out
 
@@ -229,7 +238,7 @@ def test_report_has_a_section_per_study(stores: Path, tmp_path: Path) -> None:
     report = build_report(
         f"sqlite:///{stores / 'optuna.db'}", f"sqlite:///{stores / 'mlflow.db'}", tmp_path / "r.pdf"
     )
-    assert list(report.sections) == ["title", "kernel", "joint", "best encoder"]
+    assert list(report.sections) == ["title", "kernel", "single", "joint", "best encoder"]
     assert report.sections["kernel"][:2] == [
         "kernel_size: training curves per value",
         "kernel_size: comparison",
@@ -245,7 +254,7 @@ def test_report_cli_for_one_study_and_errors(stores: Path, tmp_path: Path, capsy
     assert "studies: kernel)" in capsys.readouterr().out
     assert main([*args, "nosuch"]) == 2
     err = capsys.readouterr().err
-    assert "no study 'nosuch'" in err and "joint, kernel" in err and err.count("\n") == 1
+    assert "no study 'nosuch'" in err and "joint, kernel, single" in err and err.count("\n") == 1
 
 
 def test_report_on_an_empty_store_is_a_clear_error(tmp_path: Path, capsys) -> None:
@@ -259,3 +268,25 @@ def test_report_on_an_empty_store_is_a_clear_error(tmp_path: Path, capsys) -> No
             f"sqlite:///{tmp_path / 'm.db'}",
             tmp_path / "x.pdf",
         )
+
+
+def test_a_single_complete_trial_and_a_failed_one_get_notes(stores: Path) -> None:
+    from reports.build import summary_table
+    from reports.stores import load_study_data
+
+    study = load_study_data(
+        f"sqlite:///{stores / 'optuna.db'}", f"sqlite:///{stores / 'mlflow.db'}", "single"
+    )
+    assert study.trials["state"].tolist() == ["complete", "failed"] or study.trials[
+        "state"
+    ].tolist() == ["failed", "complete"]
+    text = one_factor_conclusion(study.trials, "kernel_size")
+    assert "kernel_size = 3 reached the lowest val_loss" in text
+    assert "the only value with a complete trial" in text and "Not compared: 1 failed" in text
+    fig = figures.plot_value_curves(
+        study.curves, study.trials, "kernel_size", study.value_order["kernel_size"]
+    )
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert any("kernel_size = 7" in t and "[failed]" in t for t in titles)
+    row = summary_table([study]).iloc[0]
+    assert (row["complete"], row["failed"]) == (1, 1)
