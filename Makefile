@@ -13,7 +13,7 @@ DEBIAN_DATASET := /usr/share/datasets/fashion-mnist
 
 .DEFAULT_GOAL := help
 .PHONY: help setup dataset sweep-filters sweep-kernel sweep-batch sweep-lr sweep-depth sweep \
-	studies report ui test test-fast lint clean
+	studies classify report ui test test-fast lint clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -60,6 +60,9 @@ sweep: setup ## Joint search over all of them (TPE with pruning)
 
 studies: $(STAMP) ## List the studies with their trial counts and best values
 	$(SWEEP) studies
+
+classify: setup ## Classifier on the best encoder: frozen, then fine-tuned; test metrics once
+	$(SWEEP) classify --profile $(PROFILE) $(ARGS)
 
 report: $(STAMP) ## Write the PDF report of every study to $(OUTPUT)/report.pdf
 	$(SWEEP) report

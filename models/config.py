@@ -1,4 +1,4 @@
-"""The autoencoder's configuration: one frozen dataclass whose fields are the YAML keys."""
+"""Configurations: frozen dataclasses whose fields are the YAML and `--set` keys."""
 
 from __future__ import annotations
 
@@ -14,8 +14,48 @@ class ConfigError(ValueError):
     """A configuration value a user supplied is invalid; the message names the key and the fix."""
 
 
+class Config:
+    """Shared behaviour of the config dataclasses: build from plain values, check, export."""
+
+    _normalisers: dict[str, Any] = {}
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        """Build a config from plain (YAML) values, normalising and checking each key."""
+        unknown = sorted(set(values) - set(cls.field_names()))
+        if unknown:
+            raise ConfigError(
+                f"unknown key {unknown[0]!r}; valid keys: {', '.join(cls.field_names())}"
+            )
+        return cls().replace(**values)
+
+    def replace(self, **changes: Any):
+        """A copy with `changes` applied, each value normalised and checked."""
+        unknown = sorted(set(changes) - set(self.field_names()))
+        if unknown:
+            raise ConfigError(f"unknown key {unknown[0]!r}")
+        normalised = {key: self._normalisers[key](key, value) for key, value in changes.items()}
+        return dataclasses.replace(self, **normalised)  # type: ignore[type-var]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (lists, not tuples), suitable for YAML, JSON and MLflow params."""
+        return _plain(dataclasses.asdict(self))  # type: ignore[call-overload]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 @dataclass(frozen=True)
-class AutoencoderConfig:
+class AutoencoderConfig(Config):
     """Architecture and training settings of one autoencoder trial.
 
     `filters` has one entry per stage: an int (one conv) or a tuple of ints (several convs).
@@ -34,31 +74,6 @@ class AutoencoderConfig:
 
     def __post_init__(self) -> None:
         check_depth(self.filters, self.pool_blocks)
-
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls))
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> AutoencoderConfig:
-        """Build a config from plain (YAML) values, normalising and checking each key."""
-        unknown = sorted(set(values) - set(cls.field_names()))
-        if unknown:
-            raise ConfigError(
-                f"unknown key {unknown[0]!r}; valid keys: {', '.join(cls.field_names())}"
-            )
-        return cls().replace(**values)
-
-    def replace(self, **changes: Any) -> AutoencoderConfig:
-        """A copy with `changes` applied, each value normalised and checked."""
-        normalised = {key: _NORMALISERS[key](key, value) for key, value in changes.items()}
-        return dataclasses.replace(self, **normalised)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values (lists, not tuples), suitable for YAML, JSON and MLflow params."""
-        values = dataclasses.asdict(self)
-        values["filters"] = [list(s) if isinstance(s, tuple) else s for s in self.filters]
-        return values
 
     @property
     def stages(self) -> tuple[tuple[int, ...], ...]:
@@ -143,7 +158,13 @@ def _filters(key: str, value: Any) -> tuple[Stage, ...]:
     return tuple(stages)
 
 
-_NORMALISERS = {
+def _fraction(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ConfigError(f"{key} must be a number from 0 to below 1, got {value!r}")
+    return float(value)
+
+
+AutoencoderConfig._normalisers = {
     "filters": _filters,
     "pool_blocks": _non_negative_int,
     "kernel_size": _positive_int,
@@ -151,6 +172,39 @@ _NORMALISERS = {
     "batch_size": _positive_int,
     "epochs": _optional_positive_int,
     "patience": _optional_positive_int,
+    "train_size": _optional_positive_int,
+    "val_size": _optional_positive_int,
+}
+
+
+@dataclass(frozen=True)
+class ClassifierConfig(Config):
+    """The classifier stage: encoder -> Flatten -> Dense(units, ReLU) -> Dropout -> softmax.
+
+    Phase 1 trains the new layers at `learning_rate` with the encoder frozen; phase 2 trains
+    every layer at `finetune_learning_rate`. `epochs` caps each phase (None: the profile's);
+    both phases stop early after `patience` epochs without a better val_loss.
+    """
+
+    units: int = 128
+    dropout: float = 0.0
+    learning_rate: float = 1e-3
+    finetune_learning_rate: float = 1e-4
+    batch_size: int = 256
+    epochs: int | None = None
+    patience: int = 4
+    train_size: int | None = None
+    val_size: int | None = None
+
+
+ClassifierConfig._normalisers = {
+    "units": _positive_int,
+    "dropout": _fraction,
+    "learning_rate": _learning_rate,
+    "finetune_learning_rate": _learning_rate,
+    "batch_size": _positive_int,
+    "epochs": _optional_positive_int,
+    "patience": _positive_int,
     "train_size": _optional_positive_int,
     "val_size": _optional_positive_int,
 }

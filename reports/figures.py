@@ -428,3 +428,85 @@ def plot_pareto(trials: pd.DataFrame) -> Figure:
         ax.legend(loc="upper right")
     fig.tight_layout(rect=(0, 0, 1, 0.94))
     return fig
+
+
+def plot_confusion_matrix(
+    matrix: pd.DataFrame, title: str = "Confusion matrix (test set)"
+) -> Figure:
+    """Counts with true classes as rows and predicted classes as columns."""
+    fig = _page(title)
+    ax = fig.add_axes((0.22, 0.12, 0.6, 0.75))
+    sns.heatmap(
+        matrix,
+        annot=True,
+        fmt="d",
+        cmap="Greys",
+        cbar=False,
+        ax=ax,
+        annot_kws={"fontsize": 8},
+        linewidths=0.5,
+        linecolor="0.7",
+    )
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.tick_params(axis="x", rotation=30)
+    ax.tick_params(axis="y", rotation=0)
+    return fig
+
+
+def plot_examples(
+    images: np.ndarray, true: Sequence[str], predicted: Sequence[str], title: str, cols: int = 6
+) -> Figure:
+    """A grid of images, each titled with its true and predicted class."""
+    fig = _page(title)
+    n = len(images)
+    if n == 0:
+        fig.text(0.5, 0.5, "none", ha="center", fontsize=14)
+        return fig
+    rows = math.ceil(n / cols)
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax, image, t, p in zip(axes, images, true, predicted, strict=False):
+        ax.imshow(np.squeeze(image), cmap="gray_r", vmin=0, vmax=1)
+        ax.set_title(
+            f"true: {t}\npred: {p}",
+            fontsize=8,
+            color="black" if t == p else "0.2",
+            fontweight="normal" if t == p else "bold",
+        )
+        ax.set_axis_off()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return fig
+
+
+def plot_phase_curves(history: pd.DataFrame, boundary: int | None) -> Figure:
+    """Classifier loss and accuracy per epoch across both phases, the phase boundary marked."""
+    fig = _page("Classifier: training curves (phase 1 frozen encoder, phase 2 fine-tuning)")
+    for ax, metric in zip(fig.subplots(1, 2), ("loss", "accuracy"), strict=True):
+        for name, style, marker in ((metric, "-", "o"), (f"val_{metric}", "--", "s")):
+            part = history[history["metric"] == name]
+            ax.plot(
+                part["epoch"],
+                part["value"],
+                style,
+                marker=marker,
+                markersize=3,
+                color="0.15" if name == metric else GRAY_SAFE[0],
+                label=name,
+            )
+        if boundary is not None:
+            ax.axvline(boundary + 0.5, color="0.4", linestyle=":", linewidth=1.5)
+            ax.text(
+                boundary + 0.6,
+                0.98,
+                "phase 2 ->",
+                transform=ax.get_xaxis_transform(),
+                va="top",
+                fontsize=9,
+            )
+        _epoch_axis(ax)
+        ax.set_title(metric)
+        ax.legend(loc="center right")
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    return fig

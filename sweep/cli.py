@@ -77,6 +77,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_classify(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from models.config import ClassifierConfig, ConfigError
+    from sweep.profiles import get_profile
+    from sweep.space import parse_overrides
+
+    try:
+        config = ClassifierConfig.from_dict(parse_overrides(args.set, ClassifierConfig))
+    except ConfigError as exc:
+        raise SweepError(f"--set: {exc}") from None
+    profile = get_profile(args.profile)
+    source = data_source(args)
+    storage, uri = storage_url(args), tracking_uri(args)
+    out = output_dir(args)
+
+    from sweep.classify import resolve_encoder, run_classifier
+    from sweep.tracking import Tracker
+
+    tracker = Tracker(uri, artifact_root=out / "mlartifacts")
+    with tempfile.TemporaryDirectory() as workdir:
+        encoder = resolve_encoder(args.encoder_from, storage, tracker, Path(workdir))
+        result = run_classifier(config, profile, source, encoder, tracker, out, seed=args.seed)
+    print(f"MLflow run {result.run_id} in experiment 'classifier'")
+    return 0
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     from models.config import ConfigError
     from sweep.space import load_space, parse_overrides
@@ -188,6 +215,13 @@ def _add_store_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_argument_group("dataset")
+    data.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (default) or mnist")
+    for name in ("train-images", "train-labels", "test-images", "test-labels"):
+        data.add_argument(f"--{name}", metavar="PATH", help=f"IDX file of {name.replace('-', ' ')}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sweep",
@@ -211,11 +245,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="seed of the data split, weights and shuffling"
     )
     _add_store_options(run)
-    data = run.add_argument_group("dataset")
-    data.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (default) or mnist")
-    for name in ("train-images", "train-labels", "test-images", "test-labels"):
-        data.add_argument(f"--{name}", metavar="PATH", help=f"IDX file of {name.replace('-', ' ')}")
+    _add_data_options(run)
     run.set_defaults(func=cmd_run)
+
+    classify = sub.add_parser(
+        "classify", help="train a classifier on the best encoder; evaluate on the test file once"
+    )
+    classify.add_argument(
+        "--encoder-from",
+        metavar="STUDY|RUN_ID|PATH.keras",
+        help="default: the joint study's best trial if it exists, else the best of all studies",
+    )
+    classify.add_argument("--profile", default="quick", help="quick (default) or full")
+    classify.add_argument(
+        "--set", nargs="+", default=[], metavar="KEY=VALUE", help="classifier config keys (YAML)"
+    )
+    classify.add_argument("--seed", type=int, default=0)
+    _add_store_options(classify)
+    _add_data_options(classify)
+    classify.set_defaults(func=cmd_classify)
 
     show = sub.add_parser("show", help="print the model of a space's base config, no training")
     show.add_argument("space")

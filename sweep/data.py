@@ -251,6 +251,19 @@ def subset_and_split(
     )
 
 
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+
+
+def class_names(dataset: str, n_classes: int) -> list[str]:
+    """Readable class names where the dataset has them, else the label numbers."""
+    if dataset == "fashion-mnist" and n_classes == len(FASHION_MNIST_CLASSES):
+        return list(FASHION_MNIST_CLASSES)
+    return [str(i) for i in range(n_classes)]
+
+
 def to_float_images(images: np.ndarray) -> np.ndarray:
     """uint8 (n, rows, cols) -> float32 (n, rows, cols, 1) scaled to [0, 1]."""
     return (images.astype(np.float32) / 255.0)[..., np.newaxis]

@@ -406,10 +406,12 @@ def _check_options(path: Path, space: SearchSpace) -> None:
             raise _fail(path, key, f"invalid options: {exc}") from None
 
 
-def parse_overrides(assignments: list[str]) -> dict[str, Any]:
+def parse_overrides(
+    assignments: list[str], config_class: type = AutoencoderConfig
+) -> dict[str, Any]:
     """`--set key=value` strings -> {key: value}, values parsed as YAML."""
     overrides: dict[str, Any] = {}
-    fields = AutoencoderConfig.field_names()
+    fields = config_class.field_names()
     for item in assignments:
         key, sep, text = item.partition("=")
         key = key.strip()

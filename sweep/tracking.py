@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from mlflow.exceptions import MlflowException
 
 from sweep.errors import SweepError
 
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
@@ -96,6 +98,29 @@ class Tracker:
         self.client.set_terminated(run_id, status)
 
     @contextmanager
+    def run(
+        self, experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str]
+    ) -> Iterator[TrialRun]:
+        """A top-level run (e.g. one classifier training); ends FAILED if the body raises."""
+        run = self.client.create_run(
+            self.experiment_id(experiment), run_name=run_name, tags={STATE_TAG: "running", **tags}
+        )
+        handle = TrialRun(self.client, run.info.run_id)
+        self.client.log_batch(handle.run_id, params=_params(params))
+        try:
+            yield handle
+        except KeyboardInterrupt:
+            if handle.state == "running":
+                handle.finish("failed", reason="interrupted (Ctrl-C)", status="KILLED")
+            raise
+        except BaseException as exc:
+            if handle.state == "running":
+                handle.finish("failed", reason=_reason(exc))
+            raise
+        if handle.state == "running":
+            handle.finish("complete")
+
+    @contextmanager
     def trial_run(
         self, parent_run_id: str, study_name: str, trial_number: int, params: dict[str, Any]
     ) -> Iterator[TrialRun]:
@@ -148,6 +173,9 @@ class TrialRun:
 
     def log_dict(self, data: Any, name: str) -> None:
         self.client.log_dict(self.run_id, data, name)
+
+    def log_file(self, path: Path, folder: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), folder)
 
     def log_model(self, model: Any, name: str = "model.keras") -> None:
         """Save the Keras model to a temporary file and store it as an artifact."""

@@ -1,0 +1,313 @@
+"""The classifier stage: the best encoder, two training phases, one honest test evaluation."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import pandas as pd
+
+from models.config import ClassifierConfig
+from sweep.data import DataSource, class_names, subset_and_split
+from sweep.errors import SweepError
+from sweep.profiles import Profile
+from sweep.tf_env import import_keras_quietly
+
+keras = import_keras_quietly()
+
+from models.autoencoder import extract_encoder  # noqa: E402
+from models.classifier import build_classifier, set_phase  # noqa: E402
+
+EXPERIMENT = "classifier"
+
+
+@dataclass(frozen=True)
+class EncoderSource:
+    """Where the encoder comes from: a model file, and the MLflow run and trial behind it."""
+
+    path: Path
+    description: str
+    run_id: str | None = None
+
+
+@dataclass
+class ClassifierResult:
+    run_id: str
+    test_metrics: dict[str, float]
+    history: pd.DataFrame
+    phase_boundary: int
+    output: Path
+    events: list[str] = field(default_factory=list)
+
+
+def best_autoencoder_trial(storage_url: str, study_name: str | None = None):
+    """(study, trial) with the lowest val_loss: in `study_name`, else in 'joint' if it exists,
+    else over every autoencoder study."""
+    import optuna
+
+    from sweep.study import open_storage
+
+    storage = open_storage(storage_url)
+    names = optuna.get_all_study_names(storage)
+    if study_name is not None:
+        chosen = [study_name]
+    elif "joint" in names:
+        chosen = ["joint"]
+    else:
+        chosen = names
+    best = None
+    for name in chosen:
+        study = optuna.load_study(study_name=name, storage=storage)
+        if study.user_attrs.get("kind", "autoencoder") != "autoencoder":
+            continue
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            if "mlflow_run_id" in trial.user_attrs and (
+                best is None or trial.value < best[1].value
+            ):
+                best = (name, trial)
+    return best
+
+
+def resolve_encoder(
+    spec: str | None, storage_url: str, tracker: Any, workdir: Path
+) -> EncoderSource:
+    """`spec`: a .keras file, a study name, an MLflow run id, or None for the best trial."""
+    if spec and spec.endswith(".keras"):
+        path = Path(spec)
+        if not path.is_file():
+            raise SweepError(f"--encoder-from {spec}: file not found")
+        return EncoderSource(path, f"file {path}")
+    import optuna
+
+    from sweep.study import open_storage
+
+    studies = set(optuna.get_all_study_names(open_storage(storage_url)))
+    if spec is None or spec in studies:
+        found = best_autoencoder_trial(storage_url, spec)
+        if found is None:
+            raise SweepError(
+                "no complete autoencoder trial to take an encoder from; run a sweep first "
+                "(make sweep-filters) or pass --encoder-from PATH.keras"
+            )
+        name, trial = found
+        run_id = trial.user_attrs["mlflow_run_id"]
+        description = f"study {name}, trial {trial.number} (val_loss {trial.value:.5f})"
+    else:
+        run_id, description = spec, f"MLflow run {spec}"
+    try:
+        path = Path(tracker.client.download_artifacts(run_id, "model.keras", str(workdir)))
+    except Exception as exc:  # noqa: BLE001 - unknown run, missing artifact, unreachable server
+        raise SweepError(
+            f"--encoder-from {spec or 'best trial'}: cannot fetch model.keras of run {run_id} "
+            f"({type(exc).__name__}); pass a study name, a run id or a .keras file"
+        ) from None
+    return EncoderSource(path, description, run_id)
+
+
+def load_encoder(source: EncoderSource) -> keras.Model:
+    try:
+        model = keras.models.load_model(source.path, compile=False)
+        return extract_encoder(model)
+    except (ValueError, OSError) as exc:
+        raise SweepError(
+            f"{source.path}: not an autoencoder saved by this project ({exc})"
+        ) from None
+
+
+def check_labels(labels: np.ndarray, n_classes: int, what: str) -> None:
+    bad = labels[(labels < 0) | (labels >= n_classes)]
+    if bad.size:
+        raise SweepError(
+            f"{what}: label {int(bad[0])} is out of range 0..{n_classes - 1} (the training "
+            "labels define the classes); are the label files from the same dataset?"
+        )
+
+
+class _EpochLog(keras.callbacks.Callback):
+    """Logs every metric per epoch to MLflow, steps continuing across phases."""
+
+    def __init__(self, run: Any, phase: int, offset: int, rows: list, say) -> None:
+        super().__init__()
+        self.run, self.phase, self.offset, self.rows, self.say = run, phase, offset, rows, say
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        step = self.offset + epoch + 1
+        values = {k: float(v) for k, v in (logs or {}).items()}
+        self.run.log_epoch(step, {**values, "phase": float(self.phase)})
+        self.rows.extend(
+            {"epoch": step, "metric": k, "value": v, "phase": self.phase} for k, v in values.items()
+        )
+        self.say(
+            f"    phase {self.phase} epoch {step:>3}  loss {values['loss']:.4f}  "
+            f"acc {values['accuracy']:.4f}  val_loss {values['val_loss']:.4f}  "
+            f"val_acc {values['val_accuracy']:.4f}"
+        )
+
+
+def run_classifier(
+    config: ClassifierConfig,
+    profile: Profile,
+    source: DataSource,
+    encoder_source: EncoderSource,
+    tracker: Any,
+    output: Path,
+    *,
+    seed: int = 0,
+    stream: TextIO | None = None,
+) -> ClassifierResult:
+    """Phase 1 (frozen encoder), phase 2 (fine-tuning), then one evaluation on the test file."""
+    stream = stream or sys.stdout
+
+    def say(text: str) -> None:
+        print(text, file=stream, flush=True)
+
+    images, labels = source.training()
+    n_classes = int(labels.max()) + 1
+    split = subset_and_split(
+        images, labels, subset=profile.subset, val_fraction=profile.val_fraction, seed=seed
+    )
+    data = split.take(config.train_size, config.val_size)
+    encoder = load_encoder(encoder_source)
+    if tuple(encoder.input_shape[1:]) != data.input_shape:
+        raise SweepError(
+            f"the encoder ({encoder_source.description}) takes images of "
+            f"{encoder.input_shape[1:]} but the data has {data.input_shape}"
+        )
+    epochs = config.epochs or profile.epochs
+    keras.utils.set_random_seed(seed)
+    model = build_classifier(encoder, config, n_classes)
+    y_train = keras.utils.to_categorical(data.y_train, n_classes)
+    y_val = keras.utils.to_categorical(data.y_val, n_classes)
+    params = {
+        **config.to_dict(),
+        "epochs": epochs,
+        "profile": profile.name,
+        "dataset": source.name,
+        "seed": seed,
+        "n_classes": n_classes,
+        "train_images": len(data.x_train),
+        "val_images": len(data.x_val),
+        "encoder": encoder_source.description,
+    }
+    tags = {"sweep.encoder_run_id": encoder_source.run_id or "", "sweep.role": "classifier"}
+    say(
+        f"Classifier on {source.name} ({len(data.x_train)} train / {len(data.x_val)} validation "
+        f"images, {n_classes} classes), encoder from {encoder_source.description}"
+    )
+    rows: list[dict[str, Any]] = []
+    with tracker.run(EXPERIMENT, "classifier", params, tags) as run:
+        offset = 0
+        for phase in (1, 2):
+            set_phase(model, phase, config)
+            say(f"  phase {phase}: {'encoder frozen' if phase == 1 else 'fine-tuning every layer'}")
+            start = time.perf_counter()
+            stop = keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=config.patience, restore_best_weights=True
+            )
+            history = model.fit(
+                data.x_train,
+                y_train,
+                validation_data=(data.x_val, y_val),
+                batch_size=config.batch_size,
+                epochs=epochs,
+                verbose=0,
+                callbacks=[stop, _EpochLog(run, phase, offset, rows, say)],
+            )
+            run.log_results({f"phase{phase}_seconds": time.perf_counter() - start})
+            if phase == 1:
+                boundary = offset = len(history.history["loss"])
+        x_test, y_test = source.test()
+        check_labels(y_test, n_classes, "test labels")
+        metrics, folder = _evaluate(model, x_test, y_test, n_classes, source.name, run, output)
+        run.log_results(metrics)
+        run.log_model(model, "classifier.keras")
+        shown = "  ".join(
+            f"{name} {metrics['test_' + key]:.4f}"
+            for name, key in (
+                ("accuracy", "accuracy"),
+                ("precision", "precision_macro"),
+                ("recall", "recall_macro"),
+                ("F1", "f1_macro"),
+            )
+        )
+        say(f"Test ({len(x_test)} images, evaluated once): {shown}\nFigures and tables: {folder}")
+        return ClassifierResult(run.run_id, metrics, pd.DataFrame(rows), boundary, folder)
+
+
+def _evaluate(
+    model, images: np.ndarray, labels: np.ndarray, n_classes: int, dataset: str, run, output: Path
+):
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+    from reports.figures import plot_confusion_matrix, plot_examples
+    from sweep.data import to_float_images
+
+    x = to_float_images(images)
+    predicted = model.predict(x, batch_size=1024, verbose=0).argmax(axis=1)
+    names = class_names(dataset, n_classes)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predicted, labels=list(range(n_classes)), zero_division=0
+    )
+    metrics = {
+        "test_accuracy": float(accuracy_score(labels, predicted)),
+        "test_precision_macro": float(precision.mean()),
+        "test_recall_macro": float(recall.mean()),
+        "test_f1_macro": float(f1.mean()),
+    }
+    for i in range(n_classes):
+        metrics.update({f"test_precision_class_{i}": float(precision[i]),
+                        f"test_recall_class_{i}": float(recall[i]),
+                        f"test_f1_class_{i}": float(f1[i])})  # fmt: skip
+    folder = output / "classifier" / run.run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    per_class = pd.DataFrame(
+        {"class": names, "precision": precision, "recall": recall, "f1": f1, "support": support}
+    )
+    matrix = pd.DataFrame(
+        confusion_matrix(labels, predicted, labels=list(range(n_classes))),
+        index=names,
+        columns=names,
+    )
+    per_class.to_csv(folder / "per_class.csv", index=False)
+    matrix.to_csv(folder / "confusion_matrix.csv")
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    rng = np.random.default_rng(0)
+    right, wrong = np.flatnonzero(predicted == labels), np.flatnonzero(predicted != labels)
+    figures = {
+        "confusion_matrix.png": plot_confusion_matrix(matrix),
+        "correct.png": _examples(
+            plot_examples,
+            x,
+            labels,
+            predicted,
+            names,
+            rng,
+            right,
+            "Correctly classified test images",
+        ),
+        "incorrect.png": _examples(
+            plot_examples, x, labels, predicted, names, rng, wrong, "Misclassified test images"
+        ),
+    }
+    import matplotlib.pyplot as plt
+
+    for name, fig in figures.items():
+        fig.savefig(folder / name, dpi=110)
+        plt.close(fig)
+    for path in sorted(folder.iterdir()):
+        run.log_file(path, "evaluation")
+    return metrics, folder
+
+
+def _examples(plot, x, labels, predicted, names, rng, indices, title):
+    chosen = (
+        rng.choice(indices, size=min(24, len(indices)), replace=False) if len(indices) else indices
+    )
+    return plot(
+        x[chosen], [names[i] for i in labels[chosen]], [names[i] for i in predicted[chosen]], title
+    )
