@@ -12,7 +12,7 @@ RUN = $(SWEEP) run --profile $(PROFILE) $(ARGS)
 DEBIAN_DATASET := /usr/share/datasets/fashion-mnist
 
 .DEFAULT_GOAL := help
-.PHONY: help setup dataset sweep-filters sweep-kernel sweep-batch sweep-lr sweep-depth sweep \
+.PHONY: help setup dataset sweep-filters sweep-kernel sweep-batch sweep-lr sweep-depth sweep sweep-classifier \
 	studies classify report ui test test-fast lint clean
 
 help: ## List the targets
@@ -54,6 +54,9 @@ sweep-lr: setup ## Sweep the learning rate
 
 sweep-depth: setup ## Sweep the depth (stages, convs per stage, poolings)
 	$(RUN) search_spaces/depth.yaml
+
+sweep-classifier: setup ## Sweep the classifier stage on the best encoder (val_accuracy)
+	$(RUN) search_spaces/classifier.yaml
 
 sweep: setup ## Joint search over all of them (TPE with pruning)
 	$(RUN) search_spaces/joint.yaml

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from models.config import ClassifierConfig
-from sweep.data import DataSource, class_names, subset_and_split
+from sweep.data import DataSource, Split, class_names, subset_and_split
 from sweep.errors import SweepError
 from sweep.profiles import Profile
 from sweep.tf_env import import_keras_quietly
@@ -131,9 +131,10 @@ def check_labels(labels: np.ndarray, n_classes: int, what: str) -> None:
 class _EpochLog(keras.callbacks.Callback):
     """Logs every metric per epoch to MLflow, steps continuing across phases."""
 
-    def __init__(self, run: Any, phase: int, offset: int, rows: list, say) -> None:
+    def __init__(self, run: Any, phase: int, offset: int, rows: list, say, hook=None) -> None:
         super().__init__()
         self.run, self.phase, self.offset, self.rows, self.say = run, phase, offset, rows, say
+        self.hook = hook
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         step = self.offset + epoch + 1
@@ -147,6 +148,82 @@ class _EpochLog(keras.callbacks.Callback):
             f"acc {values['accuracy']:.4f}  val_loss {values['val_loss']:.4f}  "
             f"val_acc {values['val_accuracy']:.4f}"
         )
+        if self.hook is not None:
+            self.hook(step, values)
+
+
+@dataclass
+class Prepared:
+    """The data and the fresh model of one classifier training."""
+
+    data: Split
+    n_classes: int
+    model: Any
+    epochs: int
+
+
+def prepare(
+    config: ClassifierConfig,
+    profile: Profile,
+    split: Split,
+    n_classes: int,
+    encoder_source: EncoderSource,
+    seed: int,
+) -> Prepared:
+    """Trim the split, load a fresh copy of the encoder and build the classifier on it."""
+    data = split.take(config.train_size, config.val_size)
+    keras.utils.set_random_seed(seed)
+    encoder = load_encoder(encoder_source)
+    if tuple(encoder.input_shape[1:]) != data.input_shape:
+        raise SweepError(
+            f"the encoder ({encoder_source.description}) takes images of "
+            f"{encoder.input_shape[1:]} but the data has {data.input_shape}"
+        )
+    model = build_classifier(encoder, config, n_classes)
+    return Prepared(data, n_classes, model, config.epochs or profile.epochs)
+
+
+def train_two_phases(
+    prepared: Prepared, config: ClassifierConfig, run: Any, say, hook=None
+) -> tuple[pd.DataFrame, int, float]:
+    """Phase 1 with the encoder frozen, phase 2 fine-tuning every layer; each stops early on
+    val_loss and keeps its best weights. Returns the per-epoch rows, the last epoch of phase 1
+    and the training time."""
+    data, model = prepared.data, prepared.model
+    y_train = keras.utils.to_categorical(data.y_train, prepared.n_classes)
+    y_val = keras.utils.to_categorical(data.y_val, prepared.n_classes)
+    rows: list[dict[str, Any]] = []
+    offset = boundary = 0
+    start = time.perf_counter()
+    for phase in (1, 2):
+        set_phase(model, phase, config)
+        say(f"  phase {phase}: {'encoder frozen' if phase == 1 else 'fine-tuning every layer'}")
+        stop = keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=config.patience, restore_best_weights=True
+        )
+        history = model.fit(
+            data.x_train,
+            y_train,
+            validation_data=(data.x_val, y_val),
+            batch_size=config.batch_size,
+            epochs=prepared.epochs,
+            verbose=0,
+            callbacks=[stop, _EpochLog(run, phase, offset, rows, say, hook)],
+        )
+        if phase == 1:
+            boundary = offset = len(history.history["loss"])
+    seconds = time.perf_counter() - start
+    run.log_results({"train_seconds": seconds, "phase_boundary": boundary})
+    return pd.DataFrame(rows), boundary, seconds
+
+
+def load_training(source: DataSource, profile: Profile, seed: int) -> tuple[Split, int]:
+    """The seeded train/validation split of the training file and the number of classes."""
+    images, labels = source.training()
+    split = subset_and_split(
+        images, labels, subset=profile.subset, val_fraction=profile.val_fraction, seed=seed
+    )
+    return split, int(labels.max()) + 1
 
 
 def run_classifier(
@@ -166,26 +243,12 @@ def run_classifier(
     def say(text: str) -> None:
         print(text, file=stream, flush=True)
 
-    images, labels = source.training()
-    n_classes = int(labels.max()) + 1
-    split = subset_and_split(
-        images, labels, subset=profile.subset, val_fraction=profile.val_fraction, seed=seed
-    )
-    data = split.take(config.train_size, config.val_size)
-    encoder = load_encoder(encoder_source)
-    if tuple(encoder.input_shape[1:]) != data.input_shape:
-        raise SweepError(
-            f"the encoder ({encoder_source.description}) takes images of "
-            f"{encoder.input_shape[1:]} but the data has {data.input_shape}"
-        )
-    epochs = config.epochs or profile.epochs
-    keras.utils.set_random_seed(seed)
-    model = build_classifier(encoder, config, n_classes)
-    y_train = keras.utils.to_categorical(data.y_train, n_classes)
-    y_val = keras.utils.to_categorical(data.y_val, n_classes)
+    split, n_classes = load_training(source, profile, seed)
+    prepared = prepare(config, profile, split, n_classes, encoder_source, seed)
+    data = prepared.data
     params = {
         **config.to_dict(),
-        "epochs": epochs,
+        "epochs": prepared.epochs,
         "profile": profile.name,
         "dataset": source.name,
         "seed": seed,
@@ -199,33 +262,15 @@ def run_classifier(
         f"Classifier on {source.name} ({len(data.x_train)} train / {len(data.x_val)} validation "
         f"images, {n_classes} classes), encoder from {encoder_source.description}"
     )
-    rows: list[dict[str, Any]] = []
     with tracker.run(EXPERIMENT, "classifier", params, tags) as run:
-        offset = 0
-        for phase in (1, 2):
-            set_phase(model, phase, config)
-            say(f"  phase {phase}: {'encoder frozen' if phase == 1 else 'fine-tuning every layer'}")
-            start = time.perf_counter()
-            stop = keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=config.patience, restore_best_weights=True
-            )
-            history = model.fit(
-                data.x_train,
-                y_train,
-                validation_data=(data.x_val, y_val),
-                batch_size=config.batch_size,
-                epochs=epochs,
-                verbose=0,
-                callbacks=[stop, _EpochLog(run, phase, offset, rows, say)],
-            )
-            run.log_results({f"phase{phase}_seconds": time.perf_counter() - start})
-            if phase == 1:
-                boundary = offset = len(history.history["loss"])
+        history, boundary, _ = train_two_phases(prepared, config, run, say)
         x_test, y_test = source.test()
         check_labels(y_test, n_classes, "test labels")
-        metrics, folder = _evaluate(model, x_test, y_test, n_classes, source.name, run, output)
+        metrics, folder = _evaluate(
+            prepared.model, x_test, y_test, n_classes, source.name, run, output
+        )
         run.log_results(metrics)
-        run.log_model(model, "classifier.keras")
+        run.log_model(prepared.model, "classifier.keras")
         shown = "  ".join(
             f"{name} {metrics['test_' + key]:.4f}"
             for name, key in (
@@ -236,7 +281,7 @@ def run_classifier(
             )
         )
         say(f"Test ({len(x_test)} images, evaluated once): {shown}\nFigures and tables: {folder}")
-        return ClassifierResult(run.run_id, metrics, pd.DataFrame(rows), boundary, folder)
+        return ClassifierResult(run.run_id, metrics, history, boundary, folder)
 
 
 def _evaluate(

@@ -53,10 +53,13 @@ def data_source(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import tempfile
+
     from sweep.profiles import get_profile
     from sweep.space import apply_overrides, load_space, parse_overrides
 
-    space = apply_overrides(load_space(args.space), parse_overrides(args.set))
+    space = load_space(args.space)
+    space = apply_overrides(space, parse_overrides(args.set, space.config_class))
     profile = get_profile(args.profile)
     if args.n_trials is not None and args.n_trials < 1:
         raise SweepError(f"--n-trials must be at least 1, got {args.n_trials}")
@@ -69,9 +72,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = output_dir(args)
     print(f"Optuna storage: {mask_url(storage)}\nMLflow tracking: {mask_url(uri)}", flush=True)
     tracker = Tracker(uri, artifact_root=out / "mlartifacts")
-    study = run_sweep(
-        space, profile, source, storage, tracker, n_trials=args.n_trials, seed=args.seed
-    )
+    with tempfile.TemporaryDirectory() as workdir:
+        encoder = None
+        if space.kind == "classifier":
+            from sweep.classify import resolve_encoder
+
+            encoder = resolve_encoder(args.encoder_from, storage, tracker, Path(workdir))
+            print(f"Encoder: {encoder.description}")
+        study = run_sweep(
+            space,
+            profile,
+            source,
+            storage,
+            tracker,
+            n_trials=args.n_trials,
+            seed=args.seed,
+            encoder=encoder,
+        )
     print(describe_best(study, space))
     print("Browse the runs: make ui (or: sweep ui)")
     return 0
@@ -243,6 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--seed", type=int, default=0, help="seed of the data split, weights and shuffling"
+    )
+    run.add_argument(
+        "--encoder-from",
+        metavar="STUDY|RUN_ID|PATH.keras",
+        help="classifier spaces only: the encoder (default: the best autoencoder trial)",
     )
     _add_store_options(run)
     _add_data_options(run)

@@ -17,13 +17,20 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from models.config import AutoencoderConfig, ConfigError
+from models.config import AutoencoderConfig, ClassifierConfig, Config, ConfigError
 from sweep.errors import SweepError
 
 if TYPE_CHECKING:
     import optuna
 
-TOP_LEVEL_KEYS = ("study", "description", "base", "params", "sampler", "pruner", "n_trials")
+TOP_LEVEL_KEYS = (
+    "study", "kind", "description", "base", "params", "sampler", "pruner", "n_trials",
+)  # fmt: skip
+# What a space trains, the config its keys belong to, and the metric its study optimises.
+KINDS: dict[str, tuple[type[Config], str, str]] = {
+    "autoencoder": (AutoencoderConfig, "val_loss", "minimize"),
+    "classifier": (ClassifierConfig, "val_accuracy", "maximize"),
+}
 SAMPLERS = ("grid", "tpe", "random")
 PRUNERS = ("none", "median", "hyperband")
 _RANGE_KEYS = {"low", "high", "log", "step"}
@@ -122,7 +129,7 @@ class SearchSpace:
 
     path: Path
     study: str
-    base: AutoencoderConfig
+    base: Config
     params: tuple[Param, ...]
     sampler: str = "grid"
     sampler_options: dict[str, Any] = field(default_factory=dict)
@@ -130,6 +137,20 @@ class SearchSpace:
     pruner_options: dict[str, Any] = field(default_factory=dict)
     n_trials: int = 1
     description: str = ""
+    kind: str = "autoencoder"
+
+    @property
+    def metric(self) -> str:
+        """The per-epoch validation metric the study reports, prunes on and optimises."""
+        return KINDS[self.kind][1]
+
+    @property
+    def direction(self) -> str:
+        return KINDS[self.kind][2]
+
+    @property
+    def config_class(self) -> type[Config]:
+        return KINDS[self.kind][0]
 
     def param(self, name: str) -> Param:
         return next(p for p in self.params if p.name == name)
@@ -160,7 +181,7 @@ class SearchSpace:
                 overrides.update(p.overrides(p.decode(stored_params[p.name])))
         return overrides
 
-    def config_for(self, overrides: dict[str, Any]) -> AutoencoderConfig:
+    def config_for(self, overrides: dict[str, Any]) -> Any:
         return self.base.replace(**overrides)
 
     def make_sampler(self) -> optuna.samplers.BaseSampler:
@@ -239,11 +260,15 @@ def _parse(path: Path, data: Any) -> SearchSpace:
     study = data.get("study", path.stem)
     if not isinstance(study, str) or not study.strip():
         raise _fail(path, "study", "must be a non-empty name")
+    kind = data.get("kind", "autoencoder")
+    if kind not in KINDS:
+        raise _fail(path, "kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
+    config_class = KINDS[kind][0]
     base_values = data.get("base") or {}
     if not isinstance(base_values, dict):
         raise _fail(path, "base", "must be a mapping of config keys")
     try:
-        base = AutoencoderConfig.from_dict(base_values)
+        base = config_class.from_dict(base_values)
     except ConfigError as exc:
         raise _fail(path, "base", str(exc)) from None
     raw_params = data.get("params")
@@ -271,14 +296,15 @@ def _parse(path: Path, data: Any) -> SearchSpace:
         pruner_options=pruner_options,
         n_trials=n_trials,
         description=str(data.get("description", "")).strip(),
+        kind=kind,
     )
     _check_options(path, space)
     return space
 
 
-def _parse_param(path: Path, name: Any, spec: Any, base: AutoencoderConfig) -> Param:
+def _parse_param(path: Path, name: Any, spec: Any, base: Config) -> Param:
     key = f"params.{name}"
-    fields = AutoencoderConfig.field_names()
+    fields = base.field_names()
     if not isinstance(spec, dict):
         raise _fail(path, key, "must be a mapping with 'values' or 'low'/'high'")
     unknown = sorted(set(spec) - _RANGE_KEYS - {"values"})
@@ -351,7 +377,7 @@ def _parse_param(path: Path, name: Any, spec: Any, base: AutoencoderConfig) -> P
     return Param(name=str(name), low=low, high=high, log=log, step=step)
 
 
-def _check_combinations(path: Path, base: AutoencoderConfig, params: tuple[Param, ...]) -> None:
+def _check_combinations(path: Path, base: Config, params: tuple[Param, ...]) -> None:
     """Every combination of values (and range ends) must make a valid config, e.g. a depth
     the image size can take."""
     for combo in itertools.product(*(p.candidates() for p in params)):

@@ -6,8 +6,10 @@ import sys
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -51,14 +53,23 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 
 def open_study(space: SearchSpace, storage: optuna.storages.BaseStorage) -> optuna.Study:
     """Create the space's study, or load it to continue where it stopped."""
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=space.study,
         storage=storage,
         sampler=space.make_sampler(),
         pruner=space.make_pruner(),
-        direction="minimize",
+        direction=space.direction,
         load_if_exists=True,
     )
+    if study.direction.name.lower() != space.direction:
+        raise SweepError(
+            f"study {space.study!r} in the storage optimises in the other direction; "
+            f"give {space.path} another study name"
+        )
+    if study.user_attrs.get("kind") != space.kind:
+        study.set_user_attr("kind", space.kind)
+        study.set_user_attr("metric", space.metric)
+    return study
 
 
 def state_counts(study: optuna.Study) -> Counter[str]:
@@ -125,6 +136,42 @@ class Progress:
         self.say(f"    -> {state}: {detail}")
 
 
+@contextmanager
+def recorded(trial: optuna.Trial, run: Any, progress: Progress, started: float) -> Iterator[None]:
+    """Record how a trial ended in both stores: pruned, or failed with its reason and
+    traceback; then free Keras' memory for the next trial."""
+    from sweep.training import Diverged, release
+
+    try:
+        yield
+    except optuna.TrialPruned as exc:
+        seconds = time.perf_counter() - started
+        trial.set_user_attr("train_seconds", seconds)
+        run.log_results({"train_seconds": seconds})
+        run.finish("pruned", reason=str(exc))
+        progress.trial_ended("pruned", f"{exc} ({seconds:.1f} s)")
+        raise
+    except Exception as exc:
+        reason = str(exc) if isinstance(exc, Diverged) else f"{type(exc).__name__}: {exc}"
+        trial.set_user_attr("fail_reason", reason)
+        run.log_text(traceback.format_exc(), "traceback.txt")
+        run.finish("failed", reason=reason)
+        progress.trial_ended("failed", reason)
+        raise
+    finally:
+        release()
+
+
+def _trial_params(config: Any, trial: optuna.Trial, run_params: dict, data: Split) -> dict:
+    return {
+        **{k: format_value(v) for k, v in config.to_dict().items()},
+        **trial.params,
+        **run_params,
+        "train_images": len(data.x_train),
+        "val_images": len(data.x_val),
+    }
+
+
 def make_objective(
     space: SearchSpace,
     profile: Profile,
@@ -139,19 +186,11 @@ def make_objective(
 
     import_keras_quietly()
     from models.autoencoder import architecture_rows, build_autoencoder
-    from sweep.training import Diverged, fit_autoencoder, model_summary, release, seed_everything
+    from sweep.training import fit_autoencoder, model_summary, seed_everything
 
     def objective(trial: optuna.Trial) -> float:
-        overrides = space.suggest(trial)
-        config = profile.apply(space.config_for(overrides))
+        config = profile.apply(space.config_for(space.suggest(trial)))
         data = split.take(config.train_size, config.val_size)
-        params = {
-            **{k: format_value(v) for k, v in config.to_dict().items()},
-            **trial.params,
-            **run_params,
-            "train_images": len(data.x_train),
-            "val_images": len(data.x_val),
-        }
         progress.trial_started(trial.number, {k: format_value(v) for k, v in trial.params.items()})
         started = time.perf_counter()
 
@@ -162,52 +201,85 @@ def make_objective(
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
-        with tracker.trial_run(parent_run_id, space.study, trial.number, params) as run:
+        params = _trial_params(config, trial, run_params, data)
+        with (
+            tracker.trial_run(parent_run_id, space.study, trial.number, params) as run,
+            recorded(trial, run, progress, started),
+        ):
             trial.set_user_attr("mlflow_run_id", run.run_id)
-            try:
-                seed_everything(run_params["seed"])
-                model = build_autoencoder(config, data.input_shape)
-                n_params = model.count_params()
-                trial.set_user_attr("param_count", n_params)
-                run.log_text(model_summary(model), "model_summary.txt")
-                run.log_dict(architecture_rows(model), "architecture.json")
-                fit = fit_autoencoder(model, data, config, on_epoch)
-                results = {
-                    "best_val_loss": fit.best_val_loss,
-                    "best_epoch": fit.best_epoch,
-                    "epochs_run": len(fit.val_loss),
-                    "train_seconds": fit.seconds,
-                    "param_count": n_params,
-                    "images_per_second": len(data.x_train) * len(fit.loss) / fit.seconds,
-                }
-                run.log_results(results)
-                for key in ("train_seconds", "best_epoch", "epochs_run"):
-                    trial.set_user_attr(key, results[key])
-                run.log_model(model)
-                progress.trial_ended(
-                    "complete",
-                    f"best val_loss {fit.best_val_loss:.5f} at epoch {fit.best_epoch}, "
-                    f"{n_params:,} params, {fit.seconds:.1f} s",
-                )
-                return fit.best_val_loss
-            except optuna.TrialPruned as exc:
-                seconds = time.perf_counter() - started
-                trial.set_user_attr("train_seconds", seconds)
-                run.log_results({"train_seconds": seconds})
-                run.finish("pruned", reason=str(exc))
-                progress.trial_ended("pruned", f"{exc} ({seconds:.1f} s)")
-                raise
-            except Exception as exc:
-                reason = (
-                    f"{type(exc).__name__}: {exc}" if not isinstance(exc, Diverged) else str(exc)
-                )
-                trial.set_user_attr("fail_reason", reason)
-                run.log_text(traceback.format_exc(), "traceback.txt")
-                run.finish("failed", reason=reason)
-                progress.trial_ended("failed", reason)
-                raise
-            finally:
-                release()
+            seed_everything(run_params["seed"])
+            model = build_autoencoder(config, data.input_shape)
+            n_params = model.count_params()
+            trial.set_user_attr("param_count", n_params)
+            run.log_text(model_summary(model), "model_summary.txt")
+            run.log_dict(architecture_rows(model), "architecture.json")
+            fit = fit_autoencoder(model, data, config, on_epoch)
+            results = {
+                "best_val_loss": fit.best_val_loss,
+                "best_epoch": fit.best_epoch,
+                "epochs_run": len(fit.val_loss),
+                "train_seconds": fit.seconds,
+                "param_count": n_params,
+                "images_per_second": len(data.x_train) * len(fit.loss) / fit.seconds,
+            }
+            run.log_results(results)
+            for key in ("train_seconds", "best_epoch", "epochs_run"):
+                trial.set_user_attr(key, results[key])
+            run.log_model(model)
+            progress.trial_ended(
+                "complete",
+                f"best val_loss {fit.best_val_loss:.5f} at epoch {fit.best_epoch}, "
+                f"{n_params:,} params, {fit.seconds:.1f} s",
+            )
+            return fit.best_val_loss
+
+    return objective
+
+
+def make_classifier_objective(
+    space: SearchSpace,
+    profile: Profile,
+    split: Split,
+    tracker: Any,
+    parent_run_id: str,
+    run_params: dict[str, Any],
+    progress: Progress,
+    *,
+    encoder: Any,
+    n_classes: int,
+) -> Callable[[optuna.Trial], float]:
+    """A classifier trial: a fresh copy of the encoder, both phases, the best val_accuracy.
+    The test file is never read here: it is for `sweep classify`'s final evaluation."""
+    from sweep.classify import prepare, train_two_phases
+
+    def objective(trial: optuna.Trial) -> float:
+        config = profile.apply(space.config_for(space.suggest(trial)))
+        progress.trial_started(trial.number, {k: format_value(v) for k, v in trial.params.items()})
+        started = time.perf_counter()
+
+        def on_epoch(step: int, logs: dict[str, float]) -> None:
+            trial.report(logs["val_accuracy"], step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {step}")
+
+        prepared = prepare(config, profile, split, n_classes, encoder, run_params["seed"])
+        params = _trial_params(config, trial, run_params, prepared.data)
+        with (
+            tracker.trial_run(parent_run_id, space.study, trial.number, params) as run,
+            recorded(trial, run, progress, started),
+        ):
+            trial.set_user_attr("mlflow_run_id", run.run_id)
+            trial.set_user_attr("param_count", prepared.model.count_params())
+            history, boundary, seconds = train_two_phases(
+                prepared, config, run, progress.say, on_epoch
+            )
+            val = history[history["metric"] == "val_accuracy"]
+            best = float(val["value"].max())
+            trial.set_user_attr("train_seconds", seconds)
+            trial.set_user_attr("phase_boundary", boundary)
+            run.log_results({"best_val_accuracy": best})
+            progress.trial_ended("complete", f"best val_accuracy {best:.4f}, {seconds:.1f} s")
+            return best
 
     return objective
 
@@ -222,8 +294,8 @@ def best_summary(study: optuna.Study, space: SearchSpace) -> dict[str, Any]:
     }
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if complete:
-        best = min(complete, key=lambda t: t.value)
-        summary["best_val_loss"] = best.value
+        best = study.best_trial
+        summary[f"best_{space.metric}"] = best.value
         summary["best_trial"] = str(best.number)
         for key, value in space.decode(best.params).items():
             summary[f"best.{key}"] = str(format_value(value))
@@ -243,13 +315,17 @@ def run_sweep(
     seed: int = 0,
     progress_stream: TextIO | None = None,
     objective_factory: Callable[..., Callable[[optuna.Trial], float]] | None = None,
+    encoder: Any = None,
 ) -> optuna.Study:
     """Run (or continue) the space's study until its budget is spent.
 
-    `objective_factory` (default: `make_objective`) lets tests drive the same study code
-    with a fake objective.
+    `objective_factory` (default: the space's kind's) lets tests drive the same study code
+    with a fake objective. A classifier space needs `encoder` (an EncoderSource).
     """
     from sweep.data import subset_and_split
+
+    if space.kind == "classifier" and encoder is None and objective_factory is None:
+        raise SweepError(f"{space.path} trains a classifier: pass --encoder-from or run a sweep")
 
     storage = open_storage(storage_url)
     study = open_study(space, storage)
@@ -284,6 +360,10 @@ def run_sweep(
     )
     progress = Progress(todo.n_trials, progress_stream)
     factory = objective_factory or make_objective
+    if objective_factory is None and space.kind == "classifier":
+        factory = partial(
+            make_classifier_objective, encoder=encoder, n_classes=int(labels.max()) + 1
+        )
     objective = factory(space, profile, split, tracker, parent, run_params, progress)
     for point in todo.retry:
         study.enqueue_trial(point)
@@ -310,11 +390,9 @@ def describe_best(study: optuna.Study, space: SearchSpace) -> str:
         f"{counts['fail']} failed"
     )
     summary = best_summary(study, space)
-    if "best_val_loss" in summary:
+    key = f"best_{space.metric}"
+    if key in summary:
         best = {k[5:]: v for k, v in summary.items() if k.startswith("best.")}
         shown = "  ".join(f"{k}={v}" for k, v in best.items())
-        text += (
-            f"; best val_loss {summary['best_val_loss']:.5f} "
-            f"(trial {summary['best_trial']}: {shown})"
-        )
+        text += f"; best {space.metric} {summary[key]:.5f} (trial {summary['best_trial']}: {shown})"
     return text

@@ -193,3 +193,53 @@ def test_classifier_set_keys_are_checked(tmp_path: Path, encoder_file: Path, cap
         classify(tmp_path / "out", files, "dropout=1.5", "--encoder-from", str(encoder_file)) == 2
     )
     assert "dropout must be a number from 0 to below 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_classifier_space_runs_through_the_study_machinery_maximising_val_accuracy(
+    tmp_path: Path, encoder_file: Path, capsys
+) -> None:
+    import optuna
+
+    from sweep.data import DataSource
+
+    files = write_dataset(tmp_path / "data", 120, 30)
+    space = tmp_path / "clf.yaml"
+    space.write_text(
+        "study: clf\nkind: classifier\nbase: {units: 8, batch_size: 32, epochs: 1}\n"
+        "params: {dropout: {values: [0.0, 0.5]}}\n"
+    )
+    touched = []
+    real_test = DataSource.test
+    DataSource.test = lambda self: touched.append(1) or real_test(self)
+    try:
+        code = main(
+            [
+                "--output",
+                str(tmp_path / "out"),
+                "run",
+                str(space),
+                "--encoder-from",
+                str(encoder_file),
+                "--train-images",
+                str(files.train_images),
+                "--train-labels",
+                str(files.train_labels),
+                "--test-images",
+                str(files.test_images),
+                "--test-labels",
+                str(files.test_labels),
+            ]  # fmt: skip
+        )
+    finally:
+        DataSource.test = real_test
+    assert code == 0
+    assert touched == []
+    study = optuna.load_study(
+        study_name="clf", storage=f"sqlite:///{tmp_path / 'out' / 'optuna.db'}"
+    )
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    assert study.user_attrs["metric"] == "val_accuracy"
+    assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 2
+    assert all(0 <= t.value <= 1 and t.intermediate_values for t in study.trials)
+    assert "best val_accuracy" in capsys.readouterr().out
