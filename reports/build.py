@@ -14,11 +14,20 @@ from matplotlib.backends.backend_pdf import PdfPages
 
 from reports import figures
 from reports.conclusions import joint_conclusion, one_factor_conclusion
-from reports.stores import StudyData, load_study_data, package_versions, study_names
+from reports.stores import (
+    ClassifierData,
+    StudyData,
+    load_classifier_data,
+    load_study_data,
+    package_versions,
+    study_names,
+)
 from sweep.errors import SweepError
 from sweep.study import mask_url
 
 CANONICAL_ORDER = ("filters", "kernel", "batch", "lr", "depth")
+CLASSIFIER_SECTION = "classifier stage"
+NOT_STUDIES = ("title", "best encoder", CLASSIFIER_SECTION)
 
 
 @dataclass
@@ -60,6 +69,10 @@ def build_report(
             for fig in _study_pages(study):
                 add(study.name, fig)
         add("best encoder", _best_encoder_page(data, tracking_uri))
+        classifier = load_classifier_data(tracking_uri)
+        if classifier is not None and (not studies or "classifier" in studies):
+            for fig in _classifier_pages(classifier):
+                add(CLASSIFIER_SECTION, fig)
     report.seconds = time.perf_counter() - start
     return report
 
@@ -74,7 +87,9 @@ def summary_table(data: list[StudyData]) -> pd.DataFrame:
     for study in data:
         trials = study.trials
         done = study.complete.dropna(subset=["value"])
-        best = done.loc[done["value"].idxmin()] if not done.empty else None
+        best = None
+        if not done.empty:
+            best = done.loc[done["value"].idxmax() if study.maximize else done["value"].idxmin()]
         rows.append(
             {
                 "study": study.name,
@@ -84,7 +99,9 @@ def summary_table(data: list[StudyData]) -> pd.DataFrame:
                 )
                 if best is not None
                 else "-",
-                "best val_loss": figures.sci(best["value"]) if best is not None else "-",
+                "best value": f"{study.metric} {figures.sci(best['value'])}"
+                if best is not None
+                else "-",
                 "complete": int((trials["state"] == "complete").sum()),
                 "pruned": int((trials["state"] == "pruned").sum()),
                 "failed": int((trials["state"] == "failed").sum()),
@@ -132,13 +149,16 @@ def _study_pages(study: StudyData) -> list[plt.Figure]:
         ]
     else:
         importances = _importances(study)
+        title = "Joint search" if study.name == "joint" else f"Study {study.name}"
+        objective = figures.Objective(study.metric, study.maximize, title)
         pages = [
-            figures.plot_history(study.trials, importances),
-            figures.plot_param_scatter(study.trials, study.params, study.value_order),
-            figures.plot_intermediate(study.intermediate),
-            figures.plot_pareto(study.trials),
+            figures.plot_history(study.trials, importances, objective),
+            figures.plot_param_scatter(study.trials, study.params, study.value_order, objective),
+            figures.plot_intermediate(study.intermediate, objective),
+            figures.plot_pareto(study.trials, objective),
             figures.plot_text_page(
-                f"{study.name}: conclusion", joint_conclusion(study.trials, importances)
+                f"{study.name}: conclusion",
+                joint_conclusion(study.trials, importances, study.metric, study.maximize),
             ),
         ]
     tables = list(study.architectures.items())
@@ -158,6 +178,7 @@ def _best_encoder_page(data: list[StudyData], tracking_uri: str) -> plt.Figure:
     candidates = [
         (row["value"], study.name, row)
         for study in data
+        if study.kind == "autoencoder"
         for _, row in study.complete.dropna(subset=["value"]).iterrows()
     ]
     title = "Best encoder: the hand-off to the classifier stage"
@@ -186,3 +207,43 @@ def _best_encoder_page(data: list[StudyData], tracking_uri: str) -> plt.Figure:
             "models.autoencoder.extract_encoder(keras.models.load_model(path)).",
         ]
     return figures.plot_text_page(title, "\n".join(lines))
+
+
+def _classifier_pages(run: ClassifierData) -> list[plt.Figure]:
+    title = "Classifier stage"
+    keys = ("units", "dropout", "learning_rate", "finetune_learning_rate", "batch_size", "epochs")
+    lines = [
+        f"MLflow run {run.run_id}",
+        f"Encoder    {run.params.get('encoder', '?')}",
+        f"Data       {run.params.get('dataset', '?')}, profile {run.params.get('profile', '?')}: "
+        f"{run.params.get('train_images', '?')} train / {run.params.get('val_images', '?')} "
+        "validation images; early stopping and every choice on the validation split",
+        "Config     " + "  ".join(f"{k}={run.params[k]}" for k in keys if k in run.params),
+        "",
+        "Test set, evaluated once at the end:",
+        *(
+            f"  {name:<18}{run.metrics[key]:.4f}"
+            for name, key in (
+                ("accuracy", "test_accuracy"),
+                ("precision (macro)", "test_precision_macro"),
+                ("recall (macro)", "test_recall_macro"),
+                ("F1 (macro)", "test_f1_macro"),
+            )
+            if key in run.metrics
+        ),
+    ]
+    per_class = run.per_class.copy()
+    for column in ("precision", "recall", "f1"):
+        per_class[column] = per_class[column].map(lambda v: f"{v:.3f}")
+    pages = [
+        figures.plot_summary_table(per_class, f"{title}: test metrics", "\n".join(lines)),
+        figures.plot_phase_curves(run.history, run.boundary),
+        figures.plot_confusion_matrix(run.confusion),
+    ]
+    for name, image in run.images.items():
+        fig = figures.plot_text_page(f"{title}: {name} test images (sampled)", "")
+        ax = fig.add_axes((0.02, 0.02, 0.96, 0.9))
+        ax.imshow(image)
+        ax.set_axis_off()
+        pages.append(fig)
+    return pages

@@ -55,12 +55,17 @@ def _state_note(trials: pd.DataFrame) -> str:
     return f" Not compared: {', '.join(extra)} trial(s)." if extra else ""
 
 
-def joint_conclusion(trials: pd.DataFrame, importances: dict[str, Any]) -> str:
+def joint_conclusion(
+    trials: pd.DataFrame,
+    importances: dict[str, Any],
+    metric: str = "val_loss",
+    maximize: bool = False,
+) -> str:
     done = trials[trials["state"] == "complete"].dropna(subset=["value"])
     if done.empty:
         return "No complete trial yet."
-    best = done.loc[done["value"].idxmin()]
-    text = f"Best trial #{int(best['number'])} reached val_loss {sci(best['value'])}"
+    best = done.loc[done["value"].idxmax() if maximize else done["value"].idxmin()]
+    text = f"Best trial #{int(best['number'])} reached {metric} {sci(best['value'])}"
     if importances:
         top = max(importances, key=importances.get)
         text += f"; the most important parameter was {top} ({importances[top]:.2f} of the total)"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import textwrap
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import cycle
 from typing import Any
 
@@ -29,6 +30,19 @@ MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 GRAY_SAFE = sns.color_palette("colorblind")
 
 sns.set_theme(style="whitegrid", context="paper", palette=GRAY_SAFE, font_scale=1.05)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a multi-parameter study optimised, for labels and for which way is better."""
+
+    metric: str = "val_loss"
+    maximize: bool = False
+    title: str = "Joint search"
+
+    @property
+    def log(self) -> bool:
+        return "loss" in self.metric
 
 
 def sci(value: float | None) -> str:
@@ -269,28 +283,37 @@ def plot_text_page(title: str, text: str) -> Figure:
     return fig
 
 
-def plot_history(trials: pd.DataFrame, importances: dict[str, float] | None = None) -> Figure:
+def plot_history(
+    trials: pd.DataFrame,
+    importances: dict[str, float] | None = None,
+    objective: Objective = Objective(),
+) -> Figure:
     """Optimisation history (each complete trial and the running best) and the parameter
     importances."""
-    fig = _page("Joint search: optimisation history and parameter importances")
+    fig = _page(f"{objective.title}: optimisation history and parameter importances")
     ax, imp = fig.subplots(2, 1, gridspec_kw={"height_ratios": [1.3, 1], "hspace": 0.4})
     done = trials[trials["state"] == "complete"].sort_values("number")
     ax.plot(done["number"], done["value"], "o", color="0.4", label="complete trial")
     ax.step(
-        done["number"], done["value"].cummin(), where="post", color="black", label="best so far"
+        done["number"],
+        done["value"].cummax() if objective.maximize else done["value"].cummin(),
+        where="post",
+        color="black",
+        label="best so far",
     )
     pruned = trials[trials["state"] == "pruned"]
     if not pruned.empty:
         ax.plot(
             pruned["number"],
-            [done["value"].max() if not done.empty else 0] * len(pruned),
+            [done["value"].median() if not done.empty else 0] * len(pruned),
             "x",
             color=GRAY_SAFE[3],
             label="pruned (no final value)",
         )
     ax.set_xlabel("trial")
-    ax.set_ylabel("best val_loss")
-    ax.set_yscale("log")
+    ax.set_ylabel(f"best {objective.metric}")
+    if objective.log:
+        ax.set_yscale("log")
     ax.legend(loc="lower left", bbox_to_anchor=(0, 1.01), ncols=3, frameon=False)
     if importances:
         names = list(importances)[::-1]
@@ -312,10 +335,13 @@ def plot_history(trials: pd.DataFrame, importances: dict[str, float] | None = No
 
 
 def plot_param_scatter(
-    trials: pd.DataFrame, params: Sequence[str], order: dict[str, list]
+    trials: pd.DataFrame,
+    params: Sequence[str],
+    order: dict[str, list],
+    objective: Objective = Objective(),
 ) -> Figure:
-    """Best val_loss against each parameter (complete trials)."""
-    fig = _page("Joint search: val_loss against each parameter")
+    """The best value of the metric against each parameter (complete trials)."""
+    fig = _page(f"{objective.title}: {objective.metric} against each parameter")
     cols = 2
     rows = max(1, math.ceil(len(params) / cols))
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
@@ -332,8 +358,9 @@ def plot_param_scatter(
                 ax.set_xscale("log")
         ax.scatter(positions, done["value"], color="0.3", edgecolor="black", s=30)
         ax.set_title(param)
-        ax.set_ylabel("val_loss")
-        ax.set_yscale("log")
+        ax.set_ylabel(objective.metric)
+        if objective.log:
+            ax.set_yscale("log")
     for ax in axes[len(params) :]:
         ax.set_visible(False)
     fig.tight_layout(rect=(0, 0, 1, 0.94))
@@ -355,15 +382,15 @@ def _epoch_axis(ax: plt.Axes) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def plot_intermediate(intermediate: pd.DataFrame) -> Figure:
-    """val_loss per epoch as the pruner saw it; pruned trials end in a cross."""
-    fig = _page("Joint search: intermediate val_loss and pruning")
+def plot_intermediate(intermediate: pd.DataFrame, objective: Objective = Objective()) -> Figure:
+    """The metric per epoch as the pruner saw it; pruned trials end in a cross."""
+    fig = _page(f"{objective.title}: intermediate {objective.metric} and pruning")
     ax = fig.add_subplot()
     for _trial, part in intermediate.groupby("trial"):
         pruned = part["state"].iloc[0] == "pruned"
         ax.plot(
             part["epoch"],
-            part["val_loss"],
+            part["value"],
             "--" if pruned else "-",
             color=GRAY_SAFE[3] if pruned else "0.35",
             alpha=0.9,
@@ -371,10 +398,11 @@ def plot_intermediate(intermediate: pd.DataFrame) -> Figure:
         )
         if pruned:
             last = part.iloc[-1]
-            ax.plot(last["epoch"], last["val_loss"], "x", color="black", markersize=8)
+            ax.plot(last["epoch"], last["value"], "x", color="black", markersize=8)
     _epoch_axis(ax)
-    ax.set_ylabel("val_loss")
-    ax.set_yscale("log")
+    ax.set_ylabel(objective.metric)
+    if objective.log:
+        ax.set_yscale("log")
     ax.plot([], [], "-", color="0.35", label="complete")
     ax.plot([], [], "--x", color=GRAY_SAFE[3], label="pruned (x: where it stopped)")
     ax.legend(loc="upper right")
@@ -393,9 +421,11 @@ def pareto_mask(cost: pd.Series, value: pd.Series) -> pd.Series:
     return pd.Series(mask, index=cost.index)
 
 
-def plot_pareto(trials: pd.DataFrame) -> Figure:
-    """val_loss against parameter count and against training time, Pareto-optimal trials marked."""
-    fig = _page("Joint search: val_loss against cost (Pareto-optimal trials marked)")
+def plot_pareto(trials: pd.DataFrame, objective: Objective = Objective()) -> Figure:
+    """The metric against parameter count and training time, Pareto-optimal trials marked."""
+    fig = _page(
+        f"{objective.title}: {objective.metric} against cost (Pareto-optimal trials marked)"
+    )
     done = trials[trials["state"] == "complete"].dropna(subset=["value"])
     for ax, column, label in zip(
         fig.subplots(1, 2),
@@ -405,11 +435,11 @@ def plot_pareto(trials: pd.DataFrame) -> Figure:
     ):
         data = done.dropna(subset=[column])
         ax.set_xlabel(label)
-        ax.set_ylabel("best val_loss")
+        ax.set_ylabel(f"best {objective.metric}")
         if data.empty:
             ax.text(0.5, 0.5, "no complete trials", ha="center", transform=ax.transAxes)
             continue
-        front = pareto_mask(data[column], data["value"])
+        front = pareto_mask(data[column], -data["value"] if objective.maximize else data["value"])
         ax.scatter(data[column], data["value"], color="0.6", edgecolor="black", s=30, label="trial")
         best = data[front].sort_values(column)
         ax.plot(
@@ -424,7 +454,8 @@ def plot_pareto(trials: pd.DataFrame) -> Figure:
                 textcoords="offset points",
             )
         ax.set_xscale("log")
-        ax.set_yscale("log")
+        if objective.log:
+            ax.set_yscale("log")
         ax.legend(loc="upper right")
     fig.tight_layout(rect=(0, 0, 1, 0.94))
     return fig

@@ -43,6 +43,9 @@ class StudyData:
     architectures: dict[str, pd.DataFrame] = field(default_factory=dict)
     run_params: dict[str, str] = field(default_factory=dict)
     study: optuna.Study | None = None
+    kind: str = "autoencoder"
+    metric: str = "val_loss"
+    maximize: bool = False
 
     @property
     def complete(self) -> pd.DataFrame:
@@ -75,11 +78,11 @@ def load_study_data(storage_url: str, tracking_uri: str, name: str) -> StudyData
         trials = pd.DataFrame(columns=["number", "state", "value", *params])
     intermediate = pd.DataFrame(
         [
-            {"trial": t.number, "epoch": step, "val_loss": value, "state": t.state.name.lower()}
+            {"trial": t.number, "epoch": step, "value": value, "state": t.state.name.lower()}
             for t in frozen
             for step, value in sorted(t.intermediate_values.items())
         ],
-        columns=["trial", "epoch", "val_loss", "state"],
+        columns=["trial", "epoch", "value", "state"],
     )
     curves, architectures, run_params = _from_mlflow(tracking_uri, name, trials)
     return StudyData(
@@ -92,6 +95,9 @@ def load_study_data(storage_url: str, tracking_uri: str, name: str) -> StudyData
         architectures=architectures,
         run_params=run_params,
         study=study,
+        kind=study.user_attrs.get("kind", "autoencoder"),
+        metric=study.user_attrs.get("metric", "val_loss"),
+        maximize=study.direction == optuna.study.StudyDirection.MAXIMIZE,
     )
 
 
@@ -189,3 +195,64 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+@dataclass
+class ClassifierData:
+    """The latest complete `sweep classify` run: curves, test metrics, evaluation tables."""
+
+    run_id: str
+    params: dict[str, str]
+    metrics: dict[str, float]
+    history: pd.DataFrame
+    boundary: int | None
+    per_class: pd.DataFrame
+    confusion: pd.DataFrame
+    images: dict[str, Any]
+
+
+def load_classifier_data(tracking_uri: str) -> ClassifierData | None:
+    """None when no classifier run has completed yet."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name("classifier")
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string="tags.`sweep.role` = 'classifier' and tags.`sweep.state` = 'complete'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        return None
+    run = runs[0]
+    run_id = run.info.run_id
+    rows = [
+        {"epoch": m.step, "metric": key, "value": m.value}
+        for key in ("loss", "val_loss", "accuracy", "val_accuracy")
+        for m in client.get_metric_history(run_id, key)
+    ]
+    boundary = run.data.metrics.get("phase_boundary")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(client.download_artifacts(run_id, "evaluation", tmp))
+        per_class = pd.read_csv(folder / "per_class.csv")
+        confusion = pd.read_csv(folder / "confusion_matrix.csv", index_col=0)
+        import matplotlib.image
+
+        images = {
+            name: matplotlib.image.imread(folder / f"{name}.png")
+            for name in ("correct", "incorrect")
+            if (folder / f"{name}.png").is_file()
+        }
+    return ClassifierData(
+        run_id=run_id,
+        params=dict(run.data.params),
+        metrics={k: v for k, v in run.data.metrics.items() if k.startswith("test_")},
+        history=pd.DataFrame(rows, columns=["epoch", "metric", "value"]),
+        boundary=int(boundary) if boundary is not None else None,
+        per_class=per_class,
+        confusion=confusion,
+        images=images,
+    )

@@ -173,11 +173,11 @@ def cmd_studies(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from reports.build import build_report
+    from reports.build import NOT_STUDIES, build_report
 
     output = Path(args.o) if args.o else output_dir(args) / "report.pdf"
     report = build_report(storage_url(args), tracking_uri(args), output, args.studies or None)
-    studies = [s for s in report.sections if s not in ("title", "best encoder")]
+    studies = [s for s in report.sections if s not in NOT_STUDIES]
     print(
         f"Wrote {report.path} ({report.pages} pages, studies: {', '.join(studies)}) "
         f"in {report.seconds:.1f} s"

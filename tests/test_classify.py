@@ -148,6 +148,20 @@ def test_default_encoder_is_the_best_trial_and_its_run_is_the_lineage(
     assert run.data.tags["sweep.encoder_run_id"] == study.best_trial.user_attrs["mlflow_run_id"]
     assert f"trial {study.best_trial.number}" in run.data.params["encoder"]
 
+    from reports.build import build_report
+
+    report = build_report(
+        f"sqlite:///{out / 'optuna.db'}", f"sqlite:///{out / 'mlflow.db'}", out / "r.pdf"
+    )
+    assert list(report.sections) == ["title", "tiny", "best encoder", "classifier stage"]
+    assert report.sections["classifier stage"] == [
+        "Classifier stage: test metrics",
+        "Classifier: training curves (phase 1 frozen encoder, phase 2 fine-tuning)",
+        "Confusion matrix (test set)",
+        "Classifier stage: correct test images (sampled)",
+        "Classifier stage: incorrect test images (sampled)",
+    ]
+
 
 def test_three_classes_come_from_the_labels(tmp_path: Path, encoder_file: Path) -> None:
     from sweep.classify import check_labels

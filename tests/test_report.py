@@ -140,7 +140,7 @@ def test_history_and_intermediate_figures() -> None:
         {
             "trial": [0, 0, 1],
             "epoch": [1, 2, 1],
-            "val_loss": [0.5, 0.3, 0.9],
+            "value": [0.5, 0.3, 0.9],
             "state": ["complete", "complete", "pruned"],
         }
     )
@@ -290,3 +290,30 @@ def test_a_single_complete_trial_and_a_failed_one_get_notes(stores: Path) -> Non
     assert any("kernel_size = 7" in t and "[failed]" in t for t in titles)
     row = summary_table([study]).iloc[0]
     assert (row["complete"], row["failed"]) == (1, 1)
+
+
+def test_phase_curves_mark_the_phase_boundary() -> None:
+    history = pd.DataFrame(
+        [
+            {"epoch": e, "metric": m, "value": v}
+            for e in (1, 2, 3, 4)
+            for m, v in (
+                ("loss", 1 / e),
+                ("val_loss", 1.1 / e),
+                ("accuracy", 0.5 + e / 10),
+                ("val_accuracy", 0.5 + e / 11),
+            )
+        ]
+    )
+    fig = figures.plot_phase_curves(history, boundary=2)
+    loss_ax, acc_ax = fig.axes
+    assert {ln.get_label() for ln in acc_ax.lines} >= {"accuracy", "val_accuracy"}
+    boundary = [ln for ln in loss_ax.lines if list(ln.get_xdata()) == [2.5, 2.5]]
+    assert len(boundary) == 1
+    assert "phase 2 ->" in [t.get_text() for t in loss_ax.texts]
+
+
+def test_confusion_matrix_shows_every_count() -> None:
+    matrix = pd.DataFrame([[5, 1], [2, 7]], index=["a", "b"], columns=["a", "b"])
+    ax = figures.plot_confusion_matrix(matrix).axes[0]
+    assert sorted(t.get_text() for t in ax.texts) == ["1", "2", "5", "7"]
