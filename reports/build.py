@@ -217,7 +217,8 @@ def _classifier_pages(run: ClassifierData) -> list[plt.Figure]:
         f"Encoder    {run.params.get('encoder', '?')}",
         f"Data       {run.params.get('dataset', '?')}, profile {run.params.get('profile', '?')}: "
         f"{run.params.get('train_images', '?')} train / {run.params.get('val_images', '?')} "
-        "validation images; early stopping and every choice on the validation split",
+        "validation images",
+        "           (early stopping and every choice use the validation split only)",
         "Config     " + "  ".join(f"{k}={run.params[k]}" for k in keys if k in run.params),
         "",
         "Test set, evaluated once at the end:",

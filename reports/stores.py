@@ -234,7 +234,8 @@ def load_classifier_data(tracking_uri: str) -> ClassifierData | None:
         for key in ("loss", "val_loss", "accuracy", "val_accuracy")
         for m in client.get_metric_history(run_id, key)
     ]
-    boundary = run.data.metrics.get("phase_boundary")
+    phase_one = [m.step for m in client.get_metric_history(run_id, "phase") if m.value == 1]
+    boundary = max(phase_one) if phase_one else None
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(client.download_artifacts(run_id, "evaluation", tmp))
         per_class = pd.read_csv(folder / "per_class.csv")
