@@ -222,7 +222,24 @@ def plot_tables(tables: dict[str, pd.DataFrame], title: str) -> Figure:
     return fig
 
 
+def _table(ax: plt.Axes, cells: pd.DataFrame, loc: str, font: float, height: float):
+    """A left-aligned table with a bold grey header row."""
+    shown = ax.table(
+        cellText=cells.values, colLabels=list(cells.columns), loc=loc, cellLoc="left", colLoc="left"
+    )
+    shown.auto_set_font_size(False)
+    shown.set_fontsize(font)
+    shown.auto_set_column_width(list(range(len(cells.columns))))
+    for (row, _col), cell in shown.get_celld().items():
+        cell.set_height(height)
+        if row == 0:
+            cell.set_text_props(fontweight="bold")
+            cell.set_facecolor("0.85")
+    return shown
+
+
 def draw_table(ax: plt.Axes, table: pd.DataFrame, caption: str) -> None:
+    """An architecture table (layer, type, output shape, params) with its total."""
     ax.set_axis_off()
     cells = table.copy()
     if "params" in cells:
@@ -230,26 +247,12 @@ def draw_table(ax: plt.Axes, table: pd.DataFrame, caption: str) -> None:
         cells["params"] = cells["params"].map(lambda v: f"{int(v):,}")
         cells.loc[len(cells)] = ["total", "", "", f"{total:,}"][: len(cells.columns)]
     font = 8 if len(cells) <= 28 else 6.5
-    shown = ax.table(
-        cellText=cells.values,
-        colLabels=list(cells.columns),
-        loc="upper center",
-        cellLoc="left",
-        colLoc="left",
-    )
-    shown.auto_set_font_size(False)
-    shown.set_fontsize(font)
-    shown.auto_set_column_width(list(range(len(cells.columns))))
-    for (row, _col), cell in shown.get_celld().items():
-        cell.set_height(min(0.9 / (len(cells) + 2), 0.045))
-        if row == 0:
-            cell.set_text_props(fontweight="bold")
-            cell.set_facecolor("0.85")
+    _table(ax, cells, "upper center", font, min(0.9 / (len(cells) + 2), 0.045))
     ax.set_title(caption, fontsize=10, loc="left")
 
 
 def plot_summary_table(summary: pd.DataFrame, title: str, text: str = "") -> Figure:
-    """The title page: a block of text and a table with one row per study."""
+    """A block of text above a table: the title page, the classifier's metrics."""
     fig = _page(title)
     if text:
         fig.text(0.04, 0.9, text, fontsize=10.5, va="top", family="monospace")
@@ -258,22 +261,7 @@ def plot_summary_table(summary: pd.DataFrame, title: str, text: str = "") -> Fig
     if summary.empty:
         ax.text(0, 0.9, "no studies", fontsize=12)
         return fig
-    shown = ax.table(
-        cellText=summary.values,
-        colLabels=list(summary.columns),
-        loc="upper left",
-        cellLoc="left",
-        colLoc="left",
-    )
-    shown.auto_set_font_size(False)
-    shown.set_fontsize(10)
-    shown.auto_set_column_width(list(range(len(summary.columns))))
-    shown.scale(1.25, 1)
-    for (row, _col), cell in shown.get_celld().items():
-        cell.set_height(0.09)
-        if row == 0:
-            cell.set_text_props(fontweight="bold")
-            cell.set_facecolor("0.85")
+    _table(ax, summary, "upper left", 10, 0.09).scale(1.25, 1)
     return fig
 
 

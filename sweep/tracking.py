@@ -7,7 +7,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -97,13 +97,33 @@ class Tracker:
         )
         self.client.set_terminated(run_id, status)
 
-    @contextmanager
     def run(
         self, experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str]
-    ) -> Iterator[TrialRun]:
+    ) -> AbstractContextManager[TrialRun]:
         """A top-level run (e.g. one classifier training); ends FAILED if the body raises."""
+        return self._open_run(self.experiment_id(experiment), run_name, params, tags)
+
+    def trial_run(
+        self, parent_run_id: str, study_name: str, trial_number: int, params: dict[str, Any]
+    ) -> AbstractContextManager[TrialRun]:
+        """A nested run for one trial; ends FAILED (with the reason) if the body raises."""
+        experiment_id = self.client.get_run(parent_run_id).info.experiment_id
+        tags = {
+            PARENT_TAG: parent_run_id,
+            ROLE_TAG: "trial",
+            STUDY_TAG: study_name,
+            TRIAL_TAG: str(trial_number),
+        }
+        return self._open_run(experiment_id, f"trial-{trial_number}", params, tags)
+
+    @contextmanager
+    def _open_run(
+        self, experiment_id: str, run_name: str, params: dict[str, Any], tags: dict[str, str]
+    ) -> Iterator[TrialRun]:
+        """Create a run; on exit end it complete, or failed (KILLED on Ctrl-C) with the reason,
+        unless the body already ended it (e.g. as pruned)."""
         run = self.client.create_run(
-            self.experiment_id(experiment), run_name=run_name, tags={STATE_TAG: "running", **tags}
+            experiment_id, run_name=run_name, tags={**tags, STATE_TAG: "running"}
         )
         handle = TrialRun(self.client, run.info.run_id)
         self.client.log_batch(handle.run_id, params=_params(params))
@@ -119,38 +139,6 @@ class Tracker:
             raise
         if handle.state == "running":
             handle.finish("complete")
-
-    @contextmanager
-    def trial_run(
-        self, parent_run_id: str, study_name: str, trial_number: int, params: dict[str, Any]
-    ) -> Iterator[TrialRun]:
-        """A nested run for one trial; ends FAILED (with the reason) if the body raises."""
-        experiment_id = self.client.get_run(parent_run_id).info.experiment_id
-        run = self.client.create_run(
-            experiment_id,
-            run_name=f"trial-{trial_number}",
-            tags={
-                PARENT_TAG: parent_run_id,
-                ROLE_TAG: "trial",
-                STUDY_TAG: study_name,
-                TRIAL_TAG: str(trial_number),
-                STATE_TAG: "running",
-            },
-        )
-        trial = TrialRun(self.client, run.info.run_id)
-        self.client.log_batch(trial.run_id, params=_params(params))
-        try:
-            yield trial
-        except KeyboardInterrupt:
-            if trial.state == "running":
-                trial.finish("failed", reason="interrupted (Ctrl-C)", status="KILLED")
-            raise
-        except BaseException as exc:
-            if trial.state == "running":
-                trial.finish("failed", reason=_reason(exc))
-            raise
-        if trial.state == "running":
-            trial.finish("complete")
 
 
 class TrialRun:
