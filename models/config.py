@@ -179,7 +179,8 @@ AutoencoderConfig._normalisers = {
 
 @dataclass(frozen=True)
 class ClassifierConfig(Config):
-    """The classifier stage: encoder -> Flatten -> Dense(units, ReLU) -> Dropout -> softmax.
+    """The classifier stage: [augmentation] -> encoder -> Flatten -> Dense(units, ReLU) ->
+    Dropout -> softmax. `augment` is one of AUGMENTATIONS.
 
     Phase 1 trains the new layers at `learning_rate` with the encoder frozen; phase 2 trains
     every layer at `finetune_learning_rate`. `epochs` caps each phase (None: the profile's);
@@ -188,6 +189,7 @@ class ClassifierConfig(Config):
 
     units: int = 128
     dropout: float = 0.0
+    augment: str = "none"
     learning_rate: float = 1e-3
     finetune_learning_rate: float = 1e-4
     batch_size: int = 256
@@ -197,9 +199,21 @@ class ClassifierConfig(Config):
     val_size: int | None = None
 
 
+def _augment(key: str, value: Any) -> str:
+    if value not in AUGMENTATIONS:
+        raise ConfigError(f"{key} must be one of {', '.join(AUGMENTATIONS)}, got {value!r}")
+    return value
+
+
+# Training-time augmentation of the classifier's images: random shifts of up to 10% of the
+# size, and (for datasets where mirror images keep their class, e.g. clothes, not digits)
+# horizontal flips.
+AUGMENTATIONS = ("none", "shift", "shift_flip")
+
 ClassifierConfig._normalisers = {
     "units": _positive_int,
     "dropout": _fraction,
+    "augment": _augment,
     "learning_rate": _learning_rate,
     "finetune_learning_rate": _learning_rate,
     "batch_size": _positive_int,

@@ -257,3 +257,16 @@ def test_classifier_space_runs_through_the_study_machinery_maximising_val_accura
     assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 2
     assert all(0 <= t.value <= 1 and t.intermediate_values for t in study.trials)
     assert "best val_accuracy" in capsys.readouterr().out
+
+
+def test_augmentation_is_random_in_training_only() -> None:
+    encoder = extract_encoder(build_autoencoder(AutoencoderConfig(filters=(2, 4))))
+    model = build_classifier(encoder, ClassifierConfig(augment="shift_flip"), n_classes=3)
+    assert [layer.name for layer in model.layers[1:3]] == ["shift", "flip"]
+    x = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
+    np.testing.assert_allclose(model(x, training=False), model(x, training=False))
+    assert not np.allclose(model(x, training=True), model(x, training=False))
+    plain = build_classifier(
+        extract_encoder(build_autoencoder(AutoencoderConfig(filters=(2, 4)))), ClassifierConfig(), 3
+    )
+    assert "shift" not in [layer.name for layer in plain.layers]
