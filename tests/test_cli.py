@@ -158,3 +158,32 @@ def test_free_port_skips_a_busy_one() -> None:
         busy.listen()
         port = busy.getsockname()[1]
         assert free_port("127.0.0.1", port) != port
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_leaves_both_stores_consistent(
+    tmp_path: Path, tiny_space: Path, idx_args: list[str]
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "sweep", "--output", str(out), "run", str(tiny_space),
+               "--set", "epochs=50", *idx_args]  # fmt: skip
+    worker = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in worker.stdout:
+        if "epoch   2/50" in line:
+            break
+    worker.send_signal(signal.SIGINT)
+    rest = worker.communicate(timeout=60)[0]
+    assert worker.returncode == 130
+    assert "interrupted: finished trials are kept" in rest
+
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'optuna.db'}")
+    assert [t.state.name for t in study.trials] == ["FAIL"]
+    client, parents, trials = trial_runs(out, "tiny")
+    assert [r.info.status for r in trials] == ["KILLED"]
+    assert trials[0].data.tags["sweep.state"] == "failed"
+    assert trials[0].data.tags["sweep.fail_reason"] == "interrupted (Ctrl-C)"
+    assert [r.info.status for r in parents] == ["KILLED"]
