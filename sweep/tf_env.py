@@ -1,4 +1,7 @@
-"""Import Keras (TensorFlow) without the screenful of start-up logs TensorFlow prints."""
+"""Import Keras without the screenful of start-up logs TensorFlow prints.
+
+TensorFlow is Keras' backend here; KERAS_BACKEND=jax (or torch) also works, e.g. on a GPU
+machine that has JAX but no TensorFlow."""
 
 from __future__ import annotations
 
@@ -23,9 +26,11 @@ def import_keras_quietly():
         os.dup2(captured.fileno(), 2)
         try:
             import keras
-            import tensorflow as tf
 
-            tf.get_logger().setLevel("ERROR")
+            if keras.backend.backend() == "tensorflow":
+                import tensorflow as tf
+
+                tf.get_logger().setLevel("ERROR")
             keras.ops.convert_to_tensor(0.0)
         except BaseException:
             os.dup2(saved, 2)
