@@ -49,15 +49,20 @@ def idx_files(tmp_path_factory: pytest.TempPathFactory) -> IdxFiles:
     return write_dataset(tmp_path_factory.mktemp("idx"))
 
 
+def idx_options(files: IdxFiles) -> list[str]:
+    """The CLI's dataset options naming the four IDX files."""
+    return [
+        "--train-images", str(files.train_images),
+        "--train-labels", str(files.train_labels),
+        "--test-images", str(files.test_images),
+        "--test-labels", str(files.test_labels),
+    ]  # fmt: skip
+
+
 @pytest.fixture
 def idx_args(idx_files: IdxFiles) -> list[str]:
     """The CLI's dataset options for `idx_files`."""
-    return [
-        "--train-images", str(idx_files.train_images),
-        "--train-labels", str(idx_files.train_labels),
-        "--test-images", str(idx_files.test_images),
-        "--test-labels", str(idx_files.test_labels),
-    ]  # fmt: skip
+    return idx_options(idx_files)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 
 from sweep.cli import main
 from sweep.tf_env import import_keras_quietly
-from tests.conftest import make_images, write_dataset
+from tests.conftest import idx_options, make_images, write_dataset
 
 keras = import_keras_quietly()
 
@@ -61,14 +61,7 @@ def classify(out: Path, files, *extra: str) -> int:
             "--output",
             str(out),
             "classify",
-            "--train-images",
-            str(files.train_images),
-            "--train-labels",
-            str(files.train_labels),
-            "--test-images",
-            str(files.test_images),
-            "--test-labels",
-            str(files.test_labels),
+            *idx_options(files),
             "--set",
             "epochs=2",
             "units=8",
@@ -211,7 +204,7 @@ def test_classifier_set_keys_are_checked(tmp_path: Path, encoder_file: Path, cap
 
 @pytest.mark.slow
 def test_classifier_space_runs_through_the_study_machinery_maximising_val_accuracy(
-    tmp_path: Path, encoder_file: Path, capsys
+    tmp_path: Path, encoder_file: Path, monkeypatch, capsys
 ) -> None:
     import optuna
 
@@ -225,28 +218,19 @@ def test_classifier_space_runs_through_the_study_machinery_maximising_val_accura
     )
     touched = []
     real_test = DataSource.test
-    DataSource.test = lambda self: touched.append(1) or real_test(self)
-    try:
-        code = main(
-            [
-                "--output",
-                str(tmp_path / "out"),
-                "run",
-                str(space),
-                "--encoder-from",
-                str(encoder_file),
-                "--train-images",
-                str(files.train_images),
-                "--train-labels",
-                str(files.train_labels),
-                "--test-images",
-                str(files.test_images),
-                "--test-labels",
-                str(files.test_labels),
-            ]  # fmt: skip
-        )
-    finally:
-        DataSource.test = real_test
+    monkeypatch.setattr(DataSource, "test", lambda self: touched.append(1) or real_test(self))
+    out = str(tmp_path / "out")
+    code = main(
+        [
+            "--output",
+            out,
+            "run",
+            str(space),
+            "--encoder-from",
+            str(encoder_file),
+            *idx_options(files),
+        ]
+    )
     assert code == 0
     assert touched == []
     study = optuna.load_study(

@@ -19,7 +19,7 @@ from sweep.data import (
     write_idx,
 )
 from sweep.errors import SweepError
-from tests.conftest import make_images, write_dataset
+from tests.conftest import idx_options, make_images, write_dataset
 
 
 @pytest.mark.parametrize("name", ["images-idx3-ubyte", "images-idx3-ubyte.gz"])
@@ -97,22 +97,7 @@ def test_bad_idx_file_on_the_cli_is_exit_2_one_line(
 ) -> None:
     files = write_dataset(tmp_path / "d", 50, 10)
     Path(files.train_labels).write_bytes(gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 3, 1, 2, 3])))
-    code = main(
-        [
-            "--output",
-            str(tmp_path / "out"),
-            "run",
-            str(tiny_space),
-            "--train-images",
-            str(files.train_images),
-            "--train-labels",
-            str(files.train_labels),
-            "--test-images",
-            str(files.test_images),
-            "--test-labels",
-            str(files.test_labels),
-        ]  # fmt: skip
-    )
+    code = main(["--output", str(tmp_path / "out"), "run", str(tiny_space), *idx_options(files)])
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err.count("\n") == 0
