@@ -67,6 +67,17 @@ def _labels(order: Sequence[Any], present: Sequence[Any]) -> list[Any]:
     return [v for v in order if v in seen] + [v for v in seen if v not in order]
 
 
+def _plot_train_and_val(ax: plt.Axes, rows: pd.DataFrame, metric: str) -> None:
+    """`metric` (solid, dark) and `val_<metric>` (dashed, blue) per epoch from long-format rows."""
+    for name, style, marker, color in (
+        (metric, "-", "o", "0.15"),
+        (f"val_{metric}", "--", "s", GRAY_SAFE[0]),
+    ):
+        part = rows[rows["metric"] == name]
+        ax.plot(part["epoch"], part["value"], style, marker=marker, markersize=3, color=color,
+                label=name)  # fmt: skip
+
+
 def plot_value_curves(
     curves: pd.DataFrame, trials: pd.DataFrame, param: str, order: Sequence[Any] = ()
 ) -> Figure:
@@ -86,17 +97,7 @@ def plot_value_curves(
                 0.5, 0.5, "no curves recorded", ha="center", va="center", transform=ax.transAxes
             )
         for trial in ids:
-            for metric, style, marker in (("loss", "-", "o"), ("val_loss", "--", "s")):
-                part = data[(data["trial"] == trial) & (data["metric"] == metric)]
-                ax.plot(
-                    part["epoch"],
-                    part["value"],
-                    style,
-                    marker=marker,
-                    markersize=3,
-                    color="0.15" if metric == "loss" else GRAY_SAFE[0],
-                    label=metric,
-                )
+            _plot_train_and_val(ax, data[data["trial"] == trial], "loss")
         val = data[data["metric"] == "val_loss"]
         if not val.empty:
             best = val.loc[val["value"].idxmin()]
@@ -150,7 +151,7 @@ def plot_comparison(
     )
     overlay = fig.add_subplot(grid[0, :])
     values = _labels(order, trials[param].dropna().tolist())
-    styles = cycle(zip(cycle(STYLES), MARKERS * 4, strict=False))
+    styles = zip(cycle(STYLES), cycle(MARKERS))
     for value, (style, marker) in zip(values, styles, strict=False):
         ids = trials.loc[trials[param] == value, "number"].tolist()
         for trial in ids:
@@ -503,17 +504,7 @@ def plot_phase_curves(history: pd.DataFrame, boundary: int | None) -> Figure:
     """Classifier loss and accuracy per epoch across both phases, the phase boundary marked."""
     fig = _page("Classifier: training curves (phase 1 frozen encoder, phase 2 fine-tuning)")
     for ax, metric in zip(fig.subplots(1, 2), ("loss", "accuracy"), strict=True):
-        for name, style, marker in ((metric, "-", "o"), (f"val_{metric}", "--", "s")):
-            part = history[history["metric"] == name]
-            ax.plot(
-                part["epoch"],
-                part["value"],
-                style,
-                marker=marker,
-                markersize=3,
-                color="0.15" if name == metric else GRAY_SAFE[0],
-                label=name,
-            )
+        _plot_train_and_val(ax, history, metric)
         if boundary is not None:
             ax.axvline(boundary + 0.5, color="0.4", linestyle=":", linewidth=1.5)
             ax.text(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -42,7 +42,6 @@ class ClassifierResult:
     history: pd.DataFrame
     phase_boundary: int
     output: Path
-    events: list[str] = field(default_factory=list)
 
 
 def best_autoencoder_trial(storage_url: str, study_name: str | None = None):
