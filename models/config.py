@@ -183,8 +183,10 @@ class ClassifierConfig(Config):
     Dropout -> softmax. `augment` is one of AUGMENTATIONS.
 
     Phase 1 trains the new layers at `learning_rate` with the encoder frozen; phase 2 trains
-    every layer at `finetune_learning_rate`. `epochs` caps each phase (None: the profile's);
-    both phases stop early after `patience` epochs without a better val_loss.
+    every layer at `finetune_learning_rate`, multiplied by `lr_factor` whenever
+    max(1, patience // 2) epochs pass without a better val_loss (1.0: a constant rate).
+    `epochs` caps each phase (None: the profile's); both phases stop early after `patience`
+    epochs without a better val_loss.
     """
 
     units: int = 128
@@ -192,11 +194,18 @@ class ClassifierConfig(Config):
     augment: str = "none"
     learning_rate: float = 1e-3
     finetune_learning_rate: float = 1e-4
+    lr_factor: float = 0.5
     batch_size: int = 256
     epochs: int | None = None
     patience: int = 4
     train_size: int | None = None
     val_size: int | None = None
+
+
+def _factor(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ConfigError(f"{key} must be a number above 0 and at most 1 (e.g. 0.5), got {value!r}")
+    return float(value)
 
 
 def _augment(key: str, value: Any) -> str:
@@ -216,6 +225,7 @@ ClassifierConfig._normalisers = {
     "augment": _augment,
     "learning_rate": _learning_rate,
     "finetune_learning_rate": _learning_rate,
+    "lr_factor": _factor,
     "batch_size": _positive_int,
     "epochs": _optional_positive_int,
     "patience": _positive_int,

@@ -138,6 +138,8 @@ class _EpochLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         step = self.offset + epoch + 1
         values = {k: float(v) for k, v in (logs or {}).items()}
+        rate = self.model.optimizer.learning_rate
+        values["learning_rate"] = float(keras.ops.convert_to_numpy(rate))
         self.run.log_epoch(step, {**values, "phase": float(self.phase)})
         self.rows.extend(
             {"epoch": step, "metric": k, "value": v, "phase": self.phase} for k, v in values.items()
@@ -145,7 +147,7 @@ class _EpochLog(keras.callbacks.Callback):
         self.say(
             f"    phase {self.phase} epoch {step:>3}  loss {values['loss']:.4f}  "
             f"acc {values['accuracy']:.4f}  val_loss {values['val_loss']:.4f}  "
-            f"val_acc {values['val_accuracy']:.4f}"
+            f"val_acc {values['val_accuracy']:.4f}  lr {values['learning_rate']:.2g}"
         )
         if self.hook is not None:
             self.hook(step, values)
@@ -182,12 +184,31 @@ def prepare(
     return Prepared(data, n_classes, model, config.epochs or profile.epochs)
 
 
+def phase_callbacks(phase: int, config: ClassifierConfig) -> list:
+    """Early stopping on val_loss (best weights kept) in both phases; in phase 2 the learning
+    rate is also multiplied by `lr_factor` after max(1, patience // 2) epochs on a plateau."""
+    callbacks: list = [
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=config.patience, restore_best_weights=True
+        )
+    ]
+    if phase == 2 and config.lr_factor < 1:
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss",
+                factor=config.lr_factor,
+                patience=max(1, config.patience // 2),
+                min_lr=config.finetune_learning_rate / 100,
+            )
+        )
+    return callbacks
+
+
 def train_two_phases(
     prepared: Prepared, config: ClassifierConfig, run: Any, say, hook=None
 ) -> tuple[pd.DataFrame, int, float]:
-    """Phase 1 with the encoder frozen, phase 2 fine-tuning every layer; each stops early on
-    val_loss and keeps its best weights. Returns the per-epoch rows, the last epoch of phase 1
-    and the training time."""
+    """Phase 1 with the encoder frozen, phase 2 fine-tuning every layer (see phase_callbacks).
+    Returns the per-epoch rows, the last epoch of phase 1 and the training time."""
     data, model = prepared.data, prepared.model
     y_train = keras.utils.to_categorical(data.y_train, prepared.n_classes)
     y_val = keras.utils.to_categorical(data.y_val, prepared.n_classes)
@@ -197,9 +218,7 @@ def train_two_phases(
     for phase in (1, 2):
         set_phase(model, phase, config)
         say(f"  phase {phase}: {'encoder frozen' if phase == 1 else 'fine-tuning every layer'}")
-        stop = keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=config.patience, restore_best_weights=True
-        )
+        callbacks = phase_callbacks(phase, config)
         history = model.fit(
             data.x_train,
             y_train,
@@ -207,7 +226,7 @@ def train_two_phases(
             batch_size=config.batch_size,
             epochs=prepared.epochs,
             verbose=0,
-            callbacks=[stop, _EpochLog(run, phase, offset, rows, say, hook)],
+            callbacks=[*callbacks, _EpochLog(run, phase, offset, rows, say, hook)],
         )
         if phase == 1:
             boundary = offset = len(history.history["loss"])

@@ -48,6 +48,21 @@ def test_phase_1_leaves_the_encoder_unchanged_and_phase_2_changes_it() -> None:
     assert not all(np.array_equal(a, b) for a, b in zip(before, after_phase_2, strict=True))
 
 
+def test_phase_2_lowers_the_learning_rate_on_plateaus_unless_disabled() -> None:
+    from sweep.classify import phase_callbacks
+
+    config = ClassifierConfig(patience=5, lr_factor=0.3, finetune_learning_rate=2e-4)
+    assert [type(c).__name__ for c in phase_callbacks(1, config)] == ["EarlyStopping"]
+    stop, plateau = phase_callbacks(2, config)
+    assert (stop.monitor, stop.patience, stop.restore_best_weights) == ("val_loss", 5, True)
+    assert isinstance(plateau, keras.callbacks.ReduceLROnPlateau)
+    assert (plateau.monitor, plateau.factor, plateau.patience) == ("val_loss", 0.3, 2)
+    assert plateau.min_lr == pytest.approx(2e-6)
+    assert len(phase_callbacks(2, config.replace(lr_factor=1))) == 1
+    with pytest.raises(ValueError, match="lr_factor must be a number above 0"):
+        config.replace(lr_factor=0)
+
+
 @pytest.fixture
 def encoder_file(tmp_path: Path) -> Path:
     path = tmp_path / "ae.keras"
@@ -110,6 +125,10 @@ def test_tiny_end_to_end_logs_every_metric_and_reads_the_test_file_last(
     assert [m.step for m in history] == [1, 2, 3, 4]
     phases = sorted(client.get_metric_history(run.info.run_id, "phase"), key=lambda m: m.step)
     assert [m.value for m in phases] == [1, 1, 2, 2]
+    rates = sorted(
+        client.get_metric_history(run.info.run_id, "learning_rate"), key=lambda m: m.step
+    )
+    assert [m.value for m in rates[:3]] == pytest.approx([1e-3, 1e-3, 1e-4])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert {
         "evaluation/confusion_matrix.png",
