@@ -185,8 +185,8 @@ class ClassifierConfig(Config):
     Phase 1 trains the new layers at `learning_rate` with the encoder frozen; phase 2 trains
     every layer at `finetune_learning_rate`, multiplied by `lr_factor` whenever
     max(1, patience // 2) epochs pass without a better val_loss (1.0: a constant rate).
-    `epochs` caps each phase (None: the profile's); both phases stop early after `patience`
-    epochs without a better val_loss.
+    `epochs` caps each phase (None: the profile's), `frozen_epochs` phase 1 alone (None: as
+    `epochs`); both phases stop early after `patience` epochs without a better val_loss.
     """
 
     units: int = 128
@@ -197,6 +197,7 @@ class ClassifierConfig(Config):
     lr_factor: float = 0.5
     batch_size: int = 256
     epochs: int | None = None
+    frozen_epochs: int | None = None
     patience: int = 4
     train_size: int | None = None
     val_size: int | None = None
@@ -228,6 +229,7 @@ ClassifierConfig._normalisers = {
     "lr_factor": _factor,
     "batch_size": _positive_int,
     "epochs": _optional_positive_int,
+    "frozen_epochs": _optional_positive_int,
     "patience": _positive_int,
     "train_size": _optional_positive_int,
     "val_size": _optional_positive_int,

@@ -224,7 +224,7 @@ def train_two_phases(
             y_train,
             validation_data=(data.x_val, y_val),
             batch_size=config.batch_size,
-            epochs=prepared.epochs,
+            epochs=prepared.epochs if phase == 2 else config.frozen_epochs or prepared.epochs,
             verbose=0,
             callbacks=[*callbacks, _EpochLog(run, phase, offset, rows, say, hook)],
         )
