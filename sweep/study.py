@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import os
+import socket
 import sys
+import threading
 import time
 import traceback
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -24,6 +30,12 @@ from sweep.space import SearchSpace, format_value
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+BUSY_STATES = (TrialState.RUNNING, TrialState.WAITING)
+HEARTBEAT_SECONDS = 30
+# A trial whose worker sent no heartbeat for GRACE_FACTOR heartbeats is failed and retried
+# (generous: compiling a model can hold Python's GIL, and so the heartbeat, for seconds).
+GRACE_FACTOR = 4
+MAX_RETRY = 2
 
 
 def default_storage(output: Path) -> str:
@@ -40,23 +52,119 @@ def mask_url(url: str) -> str:
         return url
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """Connect to an Optuna RDB storage, failing fast with a one-line error."""
+def database_url(url: str) -> str:
+    """SQLAlchemy URL with a driver that is installed: plain postgresql:// means psycopg 3."""
+    from sqlalchemy.engine import make_url
+
     try:
-        return optuna.storages.RDBStorage(url)
-    except Exception as exc:  # noqa: BLE001 - driver errors vary; all mean "cannot use it"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SweepError(
-            f"cannot open Optuna storage {mask_url(url)}: {reason}; check the --storage URL"
-        ) from None
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - not a database URL; RDBStorage reports it
+        return url
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def open_storage(
+    url: str, heartbeat: int | None = None, on_stale: Callable | None = None
+) -> optuna.storages.RDBStorage:
+    """Connect to an Optuna RDB storage, failing fast with a one-line error. With `heartbeat`
+    (seconds), running trials send heartbeats and `on_stale(study, trial)` handles a trial
+    whose worker stopped sending them (GRACE_FACTOR heartbeats)."""
+    engine_kwargs = {}
+    if url.startswith("postgresql"):
+        engine_kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    database_url(url),
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat,
+                    grace_period=heartbeat * GRACE_FACTOR if heartbeat else None,
+                    heartbeat_stale_trial_callback=on_stale,
+                )
+        except Exception as exc:  # noqa: BLE001 - driver errors vary; all mean "cannot use it"
+            # Workers starting together on an empty database race to create Optuna's tables;
+            # the losers see the winner's tables on the next try.
+            racing = "already exists" in str(exc) or "UniqueViolation" in str(exc)
+            if racing and attempt < 4:
+                time.sleep(1 + attempt)
+                continue
+            raise SweepError(
+                f"cannot open Optuna storage {mask_url(url)}: {_first_line(exc)}; "
+                "check the --storage URL (and $PGPASSWORD)"
+            ) from None
+    raise AssertionError("unreachable")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class StudyLock:
+    """Serialises the few steps that must not interleave between workers (choosing the next
+    trial, creating the parent run): a PostgreSQL advisory lock, or a file lock beside a
+    SQLite file. Held for milliseconds; a killed worker's lock goes with its connection."""
+
+    def __init__(self, url: str, study_name: str) -> None:
+        from sqlalchemy.engine import make_url
+
+        self.key = int.from_bytes(
+            hashlib.sha256(f"sweep:{study_name}".encode()).digest()[:8], "big", signed=True
+        )
+        self.engine = self.path = None
+        parsed = make_url(database_url(url))
+        if parsed.get_backend_name() == "postgresql":
+            import sqlalchemy
+            from sqlalchemy.pool import NullPool
+
+            self.engine = sqlalchemy.create_engine(
+                parsed, poolclass=NullPool, connect_args={"connect_timeout": 10}
+            )
+        elif parsed.get_backend_name() == "sqlite" and parsed.database not in ("", ":memory:"):
+            self.path = Path(parsed.database + ".lock")
+
+    def __call__(self) -> AbstractContextManager[None]:
+        if self.engine is not None:
+            return self._advisory()
+        if self.path is not None:
+            return self._file()
+        return nullcontext()
+
+    @contextmanager
+    def _advisory(self) -> Iterator[None]:
+        from sqlalchemy import text
+
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": self.key})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
+                conn.commit()
+
+    @contextmanager
+    def _file(self) -> Iterator[None]:
+        with open(self.path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def open_study(space: SearchSpace, storage: optuna.storages.BaseStorage) -> optuna.Study:
     """Create the space's study, or load it to continue where it stopped."""
+    # Grid points are queued one at a time by the workers (next_step), never drawn by a
+    # GridSampler, whose choice races between workers; the queued trials fix every parameter.
+    sampler = optuna.samplers.RandomSampler() if space.sampler == "grid" else space.make_sampler()
     study = optuna.create_study(
         study_name=space.study,
         storage=storage,
-        sampler=space.make_sampler(),
+        sampler=sampler,
         pruner=space.make_pruner(),
         direction=space.direction,
         load_if_exists=True,
@@ -110,6 +218,94 @@ def plan(study: optuna.Study, space: SearchSpace, budget: int | None = None) -> 
 
 def _key(params: dict[str, Any]) -> tuple:
     return tuple(sorted(params.items()))
+
+
+def _point(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """A trial's grid point: its parameters, or, before its objective has suggested them
+    (just taken from the queue), the ones it was queued with."""
+    return trial.params or trial.system_attrs.get("fixed_params", {})
+
+
+@dataclass(frozen=True)
+class Step:
+    """What a worker does next: "run" (a queued trial, or `point` queued first), "wait" for
+    other workers' running trials (they may fail and need a retry), or "stop"."""
+
+    action: str
+    point: dict[str, Any] | None = None
+    busy: int = 0
+
+
+def next_step(study: optuna.Study, space: SearchSpace, budget: int) -> Step:
+    """Decide under the study lock, from what every worker has recorded: completed and pruned
+    trials count towards the budget; running and queued ones are taken; a grid point that is
+    done, taken or failed in this run is never started again."""
+    trials = study.get_trials(deepcopy=False)
+    done = [t for t in trials if t.state in DONE_STATES]
+    busy = [t for t in trials if t.state in BUSY_STATES]
+    if len(done) >= budget:
+        return Step("stop")
+    if any(t.state == TrialState.WAITING for t in trials):
+        return Step("run")
+    if space.sampler == "grid":
+        taken = {_key(_point(t)) for t in trials if t.state != TrialState.WAITING}
+        if len({_key(_point(t)) for t in done}) + len(busy) < budget:
+            for point in space.grid_points():
+                if _key(point) not in taken:
+                    return Step("run", point)
+    elif len(done) + len(busy) < budget:
+        return Step("run")
+    return Step("wait", busy=len(busy)) if busy else Step("stop")
+
+
+@contextmanager
+def heartbeat(storage: optuna.storages.BaseStorage, trial: optuna.Trial) -> Iterator[None]:
+    """Send the trial's heartbeat every interval while the body runs (Optuna's own heartbeat,
+    as study.optimize sends it), so a worker that dies leaves a stale trial behind."""
+    interval = storage.get_heartbeat_interval() if hasattr(storage, "record_heartbeat") else None
+    if not interval:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            storage.record_heartbeat(trial._trial_id)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def run_trial(study: optuna.Study, storage, trial: optuna.Trial, objective: Callable) -> None:
+    """One trial of the worker loop: heartbeat, objective, then tell the storage how it ended.
+    Failures are recorded (and reported by the objective), never raised; Ctrl-C is recorded
+    as a failed trial and raised."""
+    value, state = None, TrialState.COMPLETE
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    with heartbeat(storage, trial):
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned:
+            state = TrialState.PRUNED
+        except KeyboardInterrupt:
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        except Exception:  # noqa: BLE001 - recorded in both stores by the objective
+            state = TrialState.FAIL
+    try:
+        study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+    except ValueError as exc:
+        # Another worker saw no heartbeat from this one for the grace period, failed the trial
+        # and queued it again; the queued copy will run, so this result is dropped.
+        print(f"    trial {trial.number} was already ended elsewhere ({exc}); "
+              "its queued retry will run it again", flush=True)  # fmt: skip
 
 
 class Progress:
@@ -316,8 +512,10 @@ def run_sweep(
     progress_stream: TextIO | None = None,
     objective_factory: Callable[..., Callable[[optuna.Trial], float]] | None = None,
     encoder: Any = None,
+    heartbeat_seconds: int | None = HEARTBEAT_SECONDS,
 ) -> optuna.Study:
-    """Run (or continue) the space's study until its budget is spent.
+    """Work on the space's study until its study-wide budget is spent: one worker, which
+    any number of others (same storage and tracking server) may join at any time.
 
     `objective_factory` (default: the space's kind's) lets tests drive the same study code
     with a fake objective. A classifier space needs `encoder` (an EncoderSource).
@@ -327,9 +525,13 @@ def run_sweep(
     if space.kind == "classifier" and encoder is None and objective_factory is None:
         raise SweepError(f"{space.path} trains a classifier: pass --encoder-from or run a sweep")
 
-    storage = open_storage(storage_url)
-    study = open_study(space, storage)
-    todo = plan(study, space, n_trials)
+    storage = open_storage(
+        storage_url, heartbeat_seconds, partial(_retry_stale, tracker, heartbeat_seconds)
+    )
+    lock = StudyLock(storage_url, space.study)
+    with lock():
+        study = open_study(space, storage)
+        todo = plan(study, space, n_trials)
     say = Progress(todo.n_trials, progress_stream).say
     say(
         f"Study {space.study!r}: {space.describe()}; {todo.done} of {todo.budget} trials done, "
@@ -354,10 +556,14 @@ def run_sweep(
         "dataset": source.name,
         "seed": seed,
     }
-    parent = tracker.study_run(
-        space.study,
-        {**run_params, "sampler": space.sampler, "pruner": space.pruner, "n_trials": todo.budget},
-    )
+    with lock():
+        settings = {"sampler": space.sampler, "pruner": space.pruner, "n_trials": todo.budget}
+        parent = tracker.study_run(space.study, {**run_params, **settings})
+        # Grid points whose trials all failed get one more try when a worker starts.
+        busy = {_key(_point(t)) for t in study.get_trials(deepcopy=False, states=BUSY_STATES)}
+        for point in todo.retry:
+            if _key(point) not in busy:
+                study.enqueue_trial(point)
     progress = Progress(todo.n_trials, progress_stream)
     factory = objective_factory or make_objective
     if objective_factory is None and space.kind == "classifier":
@@ -365,22 +571,54 @@ def run_sweep(
             make_classifier_objective, encoder=encoder, n_classes=int(labels.max()) + 1
         )
     objective = factory(space, profile, split, tracker, parent, run_params, progress)
-    for point in todo.retry:
-        study.enqueue_trial(point)
     status = "FINISHED"
     try:
-        study.optimize(
-            objective,
-            n_trials=todo.n_trials,
-            catch=(Exception,),
-            callbacks=[optuna.study.MaxTrialsCallback(todo.budget, states=DONE_STATES)],
-        )
+        _work(study, storage, space, todo, lock, objective, say, heartbeat_seconds)
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
         tracker.end_study_run(parent, best_summary(study, space), status)
     return study
+
+
+def _work(study, storage, space, todo: Plan, lock, objective, say, heartbeat_seconds) -> None:
+    """The worker loop: under the lock, fail stale trials and take the next one; run it.
+    A worker starts at most as many trials as the budget had left when it started, so
+    trials that keep failing cannot loop forever."""
+    waiting_since, started = None, 0
+    while started < todo.n_trials:
+        with lock(), warnings.catch_warnings():
+            # Optuna marks fail_stale_trials experimental, and warns that heartbeats are meant
+            # for study.optimize: this loop sends them itself (heartbeat()).
+            warnings.simplefilter("ignore")
+            optuna.storages.fail_stale_trials(study)
+            step = next_step(study, space, todo.budget)
+            if step.point is not None:
+                study.enqueue_trial(step.point)
+            trial = study.ask() if step.action == "run" else None
+        if step.action == "stop":
+            return
+        if trial is None:
+            if waiting_since is None:
+                waiting_since = time.monotonic()
+                say(
+                    f"Waiting for {step.busy} trial(s) running elsewhere to end (a trial whose "
+                    f"worker died is retried after {(heartbeat_seconds or 0) * GRACE_FACTOR} s)"
+                )
+            time.sleep(min(5.0, heartbeat_seconds or 5.0))
+            continue
+        waiting_since, started = None, started + 1
+        run_trial(study, storage, trial, objective)
+
+
+def _retry_stale(tracker: Any, heartbeat_seconds: int, study: optuna.Study, trial) -> None:
+    """A trial whose worker died: end its MLflow run as killed, then queue it again."""
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if run_id:
+        reason = f"worker lost: no heartbeat for {heartbeat_seconds * GRACE_FACTOR} s"
+        tracker.end_lost_run(run_id, reason)
+    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
 
 
 def describe_best(study: optuna.Study, space: SearchSpace) -> str:

@@ -18,6 +18,9 @@ from mlflow.exceptions import MlflowException
 from sweep.errors import SweepError
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# A tracking server makes MLflow print two links per finished run; the progress lines say
+# which trial ended, and `sweep ui` / the server's address open them.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
@@ -33,6 +36,10 @@ def default_tracking_uri(output: Path) -> str:
     return f"sqlite:///{(output / 'mlflow.db').resolve()}"
 
 
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -42,8 +49,31 @@ class Tracker:
 
     def __init__(self, tracking_uri: str, artifact_root: Path | None = None) -> None:
         self.uri = tracking_uri
-        self.artifact_root = artifact_root
+        # A tracking server stores artifacts where it was told to (shared by every worker).
+        self.artifact_root = None if is_server(tracking_uri) else artifact_root
         self.client = MlflowClient(tracking_uri=tracking_uri)
+
+    def check(self) -> None:
+        """Fail fast, before any training, when the tracking store cannot be reached."""
+        from sweep.study import mask_url
+
+        quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+        saved = {key: os.environ.get(key) for key in quick}
+        os.environ.update(quick)
+        try:
+            self.client.search_experiments(max_results=1)
+        except Exception as exc:  # noqa: BLE001 - connection and HTTP errors vary
+            text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+            raise SweepError(
+                f"cannot reach MLflow tracking at {mask_url(self.uri)}: "
+                f"{text.strip().splitlines()[0][:300]}; check --tracking-uri"
+            ) from None
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
     def experiment_id(self, name: str) -> str:
         """Get or create the study's experiment (creation races end in the same id)."""
@@ -96,6 +126,15 @@ class Tracker:
             tags=[RunTag(k, v) for k, v in tags.items()],
         )
         self.client.set_terminated(run_id, status)
+
+    def end_lost_run(self, run_id: str, reason: str) -> None:
+        """End the run of a trial whose worker died (no heartbeat): KILLED, with the reason."""
+        try:
+            if self.client.get_run(run_id).info.status != "RUNNING":
+                return
+            TrialRun(self.client, run_id).finish("failed", reason=reason, status="KILLED")
+        except MlflowException:
+            pass  # the run was never created, or the tracking server lost it: nothing to end
 
     def run(
         self, experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str]
