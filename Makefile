@@ -10,10 +10,17 @@ ARGS ?=
 SWEEP = $(BIN)/sweep --output $(OUTPUT)
 RUN = $(SWEEP) run --profile $(PROFILE) $(ARGS)
 DEBIAN_DATASET := /usr/share/datasets/fashion-mnist
+# Many workers: `make services`, then `make workers N=2 SPACE=filters`.
+PG_PORT ?= 5433
+MLFLOW_PORT ?= 5001
+STORAGE ?= postgresql://sweep@127.0.0.1:$(PG_PORT)/optuna
+TRACKING ?= http://127.0.0.1:$(MLFLOW_PORT)
+N ?= 2
+SPACE ?= filters
 
 .DEFAULT_GOAL := help
 .PHONY: help setup dataset sweep-filters sweep-kernel sweep-batch sweep-lr sweep-depth sweep sweep-classifier \
-	studies classify report ui test test-fast lint clean
+	studies classify report ui services services-stop workers test test-fast lint clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -72,6 +79,21 @@ report: $(STAMP) ## Write the PDF report of every study to $(OUTPUT)/report.pdf
 
 ui: $(STAMP) ## Open the MLflow UI on the project's store (127.0.0.1:5000)
 	$(SWEEP) ui
+
+services: setup ## Start PostgreSQL + an MLflow server on loopback, for many workers
+	$(SWEEP) services start --pg-port $(PG_PORT) --mlflow-port $(MLFLOW_PORT)
+
+services-stop: $(STAMP) ## Stop the services started by `make services`
+	$(SWEEP) services stop
+
+workers: setup ## Run N workers (N=2) on search_spaces/$(SPACE).yaml over the services
+	@mkdir -p $(OUTPUT)/workers
+	@export PGPASSWORD="$${PGPASSWORD:-$$(cat $(OUTPUT)/services/password 2>/dev/null)}"; \
+	for i in $$(seq 1 $(N)); do \
+		( $(RUN) search_spaces/$(SPACE).yaml --storage $(STORAGE) --tracking-uri $(TRACKING) 2>&1; \
+		  echo "exit code $$?" ) | tee $(OUTPUT)/workers/worker-$$i.log | sed -u "s/^/[worker $$i] /" & \
+	done; wait; \
+	! grep -L "^exit code 0$$" $(OUTPUT)/workers/worker-*.log | grep -q .
 
 test: $(STAMP) ## Run the test suite
 	$(BIN)/pytest

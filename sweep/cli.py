@@ -1,4 +1,5 @@
-"""The `sweep` command: run, show, studies, ui. Each subcommand returns an exit code."""
+"""The `sweep` command: run, classify, show, studies, report, services, ui. Each subcommand
+returns an exit code."""
 
 from __future__ import annotations
 
@@ -72,6 +73,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = output_dir(args)
     print(f"Optuna storage: {mask_url(storage)}\nMLflow tracking: {mask_url(uri)}", flush=True)
     tracker = Tracker(uri, artifact_root=out / "mlartifacts")
+    tracker.check()
+    if args.heartbeat < 0:
+        raise SweepError(
+            f"--heartbeat must be 0 (off) or a number of seconds, got {args.heartbeat}"
+        )
     with tempfile.TemporaryDirectory() as workdir:
         encoder = None
         if space.kind == "classifier":
@@ -88,6 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             n_trials=args.n_trials,
             seed=args.seed,
             encoder=encoder,
+            heartbeat_seconds=args.heartbeat or None,
         )
     print(describe_best(study, space))
     print("Browse the runs: make ui (or: sweep ui)")
@@ -114,6 +121,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from sweep.tracking import Tracker
 
     tracker = Tracker(uri, artifact_root=out / "mlartifacts")
+    tracker.check()
     with tempfile.TemporaryDirectory() as workdir:
         encoder = resolve_encoder(args.encoder_from, storage, tracker, Path(workdir))
         result = run_classifier(config, profile, source, encoder, tracker, out, seed=args.seed)
@@ -225,6 +233,34 @@ def cmd_ui(args: argparse.Namespace) -> int:
         return 0
 
 
+def cmd_services(args: argparse.Namespace) -> int:
+    from sweep import services
+
+    folder = output_dir(args) / "services"
+    if args.action == "stop":
+        stopped = services.stop(folder)
+        print(f"Stopped: {', '.join(stopped)}" if stopped else f"Nothing runs from {folder}")
+        return 0
+    if args.action == "status":
+        running = services.status(folder)
+        if running is None:
+            print(f"No services run from {folder}; start them with: make services")
+            return 1
+    else:
+        print(f"Starting PostgreSQL on 127.0.0.1:{args.pg_port} and MLflow on port "
+              f"{args.mlflow_port} (files in {folder}) ...", flush=True)  # fmt: skip
+        running = services.start(folder, args.pg_port, args.mlflow_port)
+    print(
+        f"Optuna storage:  {running.storage}\n"
+        f"MLflow tracking: {running.tracking_uri}\n"
+        f"Password: in {running.password_file} (or $PGPASSWORD); workers read $PGPASSWORD:\n"
+        f"  export PGPASSWORD=$(cat {running.password_file})\n"
+        f"  sweep run search_spaces/filters.yaml --storage {running.storage} "
+        f"--tracking-uri {running.tracking_uri}"
+    )
+    return 0
+
+
 def _add_store_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", help="Optuna RDB URL (default: sqlite in the output folder)")
     parser.add_argument(
@@ -266,6 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="STUDY|RUN_ID|PATH.keras",
         help="classifier spaces only: the encoder (default: the best autoencoder trial)",
     )
+    run.add_argument(
+        "--heartbeat",
+        type=int,
+        default=30,
+        metavar="SECONDS",
+        help="a running trial's heartbeat (default 30; 0: off); a trial silent for 4 beats "
+        "is failed and retried by a live worker",
+    )
     _add_store_options(run)
     _add_data_options(run)
     run.set_defaults(func=cmd_run)
@@ -301,6 +345,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("-o", metavar="FILE.pdf", help="default: report.pdf in the output folder")
     _add_store_options(report)
     report.set_defaults(func=cmd_report)
+
+    services = sub.add_parser(
+        "services", help="start or stop local PostgreSQL + MLflow server for many workers"
+    )
+    services.add_argument("action", choices=("start", "stop", "status"))
+    services.add_argument("--pg-port", type=int, default=5433)
+    services.add_argument("--mlflow-port", type=int, default=5001)
+    services.set_defaults(func=cmd_services)
 
     ui = sub.add_parser("ui", help="open the MLflow UI on the project's store")
     ui.add_argument("--tracking-uri", help="MLflow tracking URI (default: the output folder's)")
