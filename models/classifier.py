@@ -14,12 +14,7 @@ def build_classifier(encoder: keras.Model, config: ClassifierConfig, n_classes: 
     """The classifier, compiled for phase 1: the encoder frozen, the new layers trainable."""
     encoder.name = ENCODER_NAME
     inputs = keras.Input(shape=encoder.input_shape[1:], name="image")
-    x = inputs
-    if config.augment != "none":
-        x = layers.RandomTranslation(0.1, 0.1, fill_mode="constant", name="shift")(x)
-    if config.augment == "shift_flip":
-        x = layers.RandomFlip("horizontal", name="flip")(x)
-    x = encoder(x)
+    x = encoder(inputs)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(config.units, activation="relu", name="dense")(x)
     if config.dropout:

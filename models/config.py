@@ -179,8 +179,8 @@ AutoencoderConfig._normalisers = {
 
 @dataclass(frozen=True)
 class ClassifierConfig(Config):
-    """The classifier stage: [augmentation] -> encoder -> Flatten -> Dense(units, ReLU) ->
-    Dropout -> softmax. `augment` is one of AUGMENTATIONS.
+    """The classifier stage: encoder -> Flatten -> Dense(units, ReLU) -> Dropout -> softmax.
+    `augment` (one of AUGMENTATIONS) changes the training images as they are drawn.
 
     Phase 1 trains the new layers at `learning_rate` with the encoder frozen; phase 2 trains
     every layer at `finetune_learning_rate`, multiplied by `lr_factor` whenever
@@ -215,9 +215,9 @@ def _augment(key: str, value: Any) -> str:
     return value
 
 
-# Training-time augmentation of the classifier's images: random shifts of up to 10% of the
-# size, and (for datasets where mirror images keep their class, e.g. clothes, not digits)
-# horizontal flips.
+# Training-time augmentation of the classifier's images: random shifts of up to 3 pixels
+# (about 10% of 28), and (for datasets where mirror images keep their class, e.g. clothes, not
+# digits) left-right mirroring.
 AUGMENTATIONS = ("none", "shift", "shift_flip")
 
 ClassifierConfig._normalisers = {

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from models.config import ClassifierConfig
-from sweep.data import DataSource, Split, class_names, subset_and_split
+from sweep.data import DataSource, Split, class_names, shift_and_flip, subset_and_split
 from sweep.errors import SweepError
 from sweep.profiles import Profile
 from sweep.tf_env import import_keras_quietly
@@ -161,6 +161,7 @@ class Prepared:
     n_classes: int
     model: Any
     epochs: int
+    seed: int = 0
 
 
 def prepare(
@@ -181,7 +182,32 @@ def prepare(
             f"{encoder.input_shape[1:]} but the data has {data.input_shape}"
         )
     model = build_classifier(encoder, config, n_classes)
-    return Prepared(data, n_classes, model, config.epochs or profile.epochs)
+    return Prepared(data, n_classes, model, config.epochs or profile.epochs, seed)
+
+
+class AugmentedBatches(keras.utils.PyDataset):
+    """Training batches, reshuffled every epoch, each image shifted by up to MAX_SHIFT pixels
+    (and mirrored, for shift_flip) as it is drawn: numpy on the host, as fast on any backend
+    and device, and the saved model holds no augmentation layers."""
+
+    MAX_SHIFT = 3  # about 10% of a 28-pixel image
+
+    def __init__(self, x, y, batch_size: int, augment: str, seed: int) -> None:
+        super().__init__()
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.flip = augment == "shift_flip"
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(x))
+
+    def __len__(self) -> int:
+        return -(-len(self.x) // self.batch_size)
+
+    def __getitem__(self, index: int):
+        chosen = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        return shift_and_flip(self.x[chosen], self.rng, self.MAX_SHIFT, self.flip), self.y[chosen]
+
+    def on_epoch_end(self) -> None:
+        self.order = self.rng.permutation(len(self.x))
 
 
 def phase_callbacks(phase: int, config: ClassifierConfig) -> list:
@@ -219,11 +245,16 @@ def train_two_phases(
         set_phase(model, phase, config)
         say(f"  phase {phase}: {'encoder frozen' if phase == 1 else 'fine-tuning every layer'}")
         callbacks = phase_callbacks(phase, config)
+        if config.augment == "none":
+            train = {"x": data.x_train, "y": y_train, "batch_size": config.batch_size}
+        else:
+            batches = AugmentedBatches(
+                data.x_train, y_train, config.batch_size, config.augment, prepared.seed + phase
+            )
+            train = {"x": batches}
         history = model.fit(
-            data.x_train,
-            y_train,
+            **train,
             validation_data=(data.x_val, y_val),
-            batch_size=config.batch_size,
             epochs=prepared.epochs if phase == 2 else config.frozen_epochs or prepared.epochs,
             verbose=0,
             callbacks=[*callbacks, _EpochLog(run, phase, offset, rows, say, hook)],

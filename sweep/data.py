@@ -267,3 +267,21 @@ def class_names(dataset: str, n_classes: int) -> list[str]:
 def to_float_images(images: np.ndarray) -> np.ndarray:
     """uint8 (n, rows, cols) -> float32 (n, rows, cols, 1) scaled to [0, 1]."""
     return (images.astype(np.float32) / 255.0)[..., np.newaxis]
+
+
+def shift_and_flip(
+    images: np.ndarray, rng: np.random.Generator, max_shift: int, flip: bool
+) -> np.ndarray:
+    """A copy of a batch (n, height, width[, channels]) with each image moved by a random
+    whole number of pixels in -max_shift..max_shift along both axes (zero fill) and, with
+    `flip`, mirrored left-right with probability 1/2."""
+    n, height, width = images.shape[:3]
+    pad = [(0, 0), (max_shift, max_shift), (max_shift, max_shift)] + [(0, 0)] * (images.ndim - 3)
+    padded = np.pad(images, pad)
+    dy, dx = rng.integers(-max_shift, max_shift + 1, size=(2, n))
+    rows = (max_shift - dy)[:, None, None] + np.arange(height)[None, :, None]
+    cols = (max_shift - dx)[:, None, None] + np.arange(width)[None, None, :]
+    if flip:
+        mirrored = rng.random(n) < 0.5
+        cols = np.where(mirrored[:, None, None], cols[:, :, ::-1], cols)
+    return padded[np.arange(n)[:, None, None], rows, cols]

@@ -108,7 +108,12 @@ def test_tiny_end_to_end_logs_every_metric_and_reads_the_test_file_last(
     monkeypatch.setattr(DataSource, "test", spy_test)
     monkeypatch.setattr(classify_module._EpochLog, "on_epoch_end", spy_log)
     out = tmp_path / "out"
-    assert classify(out, files, "frozen_epochs=1", "--encoder-from", str(encoder_file)) == 0
+    assert (
+        classify(
+            out, files, "frozen_epochs=1", "augment=shift_flip", "--encoder-from", str(encoder_file)
+        )
+        == 0
+    )
     assert events == ["epoch1", "epoch2", "epoch2", "test"]
     assert "evaluated once" in capsys.readouterr().out
 
@@ -262,14 +267,43 @@ def test_classifier_space_runs_through_the_study_machinery_maximising_val_accura
     assert "best val_accuracy" in capsys.readouterr().out
 
 
-def test_augmentation_is_random_in_training_only() -> None:
+def test_augmented_batches_shift_and_mirror_each_image_and_reshuffle() -> None:
+    from sweep.classify import AugmentedBatches
+    from sweep.data import shift_and_flip
+
+    images = np.zeros((3, 8, 8, 1), dtype=np.float32)
+    images[:, 2, 3, 0] = 1.0  # one bright pixel at row 2, column 3
+
+    class Fixed:  # dy, dx per image; image 2 mirrored
+        def integers(self, low, high, size):
+            return np.array([[1, 0, -2], [0, -3, 1]])
+
+        def random(self, n):
+            return np.array([0.9, 0.9, 0.1])
+
+    moved = shift_and_flip(images, Fixed(), 3, flip=True)
+    assert moved.shape == images.shape
+    assert [tuple(np.argwhere(m[..., 0])[0]) for m in moved] == [(3, 3), (2, 0), (0, 3)]
+    assert moved.sum() == 3  # nothing duplicated; pixels shifted out would be zero-filled
+    edge = shift_and_flip(images, np.random.default_rng(0), 0, flip=False)
+    np.testing.assert_array_equal(edge, images)
+
+    x = np.random.default_rng(1).random((10, 28, 28, 1), dtype=np.float32)
+    y = np.arange(10)
+    batches = AugmentedBatches(x, y, batch_size=4, augment="shift_flip", seed=0)
+    assert len(batches) == 3
+    seen = np.concatenate([batches[i][1] for i in range(len(batches))])
+    assert sorted(seen) == list(range(10))  # every image once per epoch
+    first_order = batches.order.copy()
+    batches.on_epoch_end()
+    assert not np.array_equal(first_order, batches.order)
+    xb, yb = batches[0]
+    assert xb.shape == (4, 28, 28, 1) and not np.allclose(xb, x[yb])
+
+
+def test_the_classifier_holds_no_augmentation_layers() -> None:
     encoder = extract_encoder(build_autoencoder(AutoencoderConfig(filters=(2, 4))))
     model = build_classifier(encoder, ClassifierConfig(augment="shift_flip"), n_classes=3)
-    assert [layer.name for layer in model.layers[1:3]] == ["shift", "flip"]
-    x = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
-    np.testing.assert_allclose(model(x, training=False), model(x, training=False))
-    assert not np.allclose(model(x, training=True), model(x, training=False))
-    plain = build_classifier(
-        extract_encoder(build_autoencoder(AutoencoderConfig(filters=(2, 4)))), ClassifierConfig(), 3
-    )
-    assert "shift" not in [layer.name for layer in plain.layers]
+    assert [layer.name for layer in model.layers] == [
+        "image", "encoder", "flatten", "dense", "classes",
+    ]  # fmt: skip
