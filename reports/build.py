@@ -211,7 +211,10 @@ def _best_encoder_page(data: list[StudyData], tracking_uri: str) -> plt.Figure:
 
 def _classifier_pages(run: ClassifierData) -> list[plt.Figure]:
     title = "Classifier stage"
-    keys = ("units", "dropout", "learning_rate", "finetune_learning_rate", "batch_size", "epochs")
+    keys = (
+        ("units", "dropout", "augment", "batch_size", "patience"),
+        ("learning_rate", "finetune_learning_rate", "lr_factor", "frozen_epochs", "epochs"),
+    )
     lines = [
         f"MLflow run {run.run_id}",
         f"Encoder    {run.params.get('encoder', '?')}",
@@ -219,7 +222,11 @@ def _classifier_pages(run: ClassifierData) -> list[plt.Figure]:
         f"{run.params.get('train_images', '?')} train / {run.params.get('val_images', '?')} "
         "validation images",
         "           (early stopping and every choice use the validation split only)",
-        "Config     " + "  ".join(f"{k}={run.params[k]}" for k in keys if k in run.params),
+        *(
+            ("Config     " if row is keys[0] else "           ")
+            + "  ".join(f"{k}={run.params[k]}" for k in row if k in run.params)
+            for row in keys
+        ),
         "",
         "Test set, evaluated once at the end:",
         *(
