@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -364,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # A shell starts background commands (`make workers`, `cmd &`) with SIGINT ignored, and
+    # Python then leaves it ignored; Ctrl-C must still stop a worker cleanly.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return args.func(args)
     except SweepError as exc:
