@@ -238,8 +238,9 @@ class Step:
 
 def next_step(study: optuna.Study, space: SearchSpace, budget: int) -> Step:
     """Decide under the study lock, from what every worker has recorded: completed and pruned
-    trials count towards the budget; running and queued ones are taken; a grid point that is
-    done, taken or failed in this run is never started again."""
+    trials count towards the budget; running and queued ones are taken. A grid point that is
+    done, running, queued or failed is not queued here (a worker's start queues failed points
+    once more, see run_sweep)."""
     trials = study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state in DONE_STATES]
     busy = [t for t in trials if t.state in BUSY_STATES]
