@@ -187,3 +187,18 @@ def test_ctrl_c_stops_cleanly_and_leaves_both_stores_consistent(
     assert trials[0].data.tags["sweep.state"] == "failed"
     assert trials[0].data.tags["sweep.fail_reason"] == "interrupted (Ctrl-C)"
     assert [r.info.status for r in parents] == ["KILLED"]
+
+
+def test_commands_that_train_nothing_import_no_tensorflow(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from sweep.cli import main\n"
+        f"main(['--output', {str(tmp_path)!r}, 'studies'])\n"
+        "heavy = sorted(m for m in ('tensorflow', 'keras', 'mlflow') if m in sys.modules)\n"
+        "print('heavy:', heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "heavy: []" in done.stdout, done.stdout + done.stderr
