@@ -1,0 +1,98 @@
+"""Memory over consecutive trials: the resident set size after each of 20 trials run by the
+real study code in one process (Keras state is cleared between trials).
+
+    python benchmarks/memory.py [--output runs] [--trials 20] [--train-size 2000]
+
+Trains the default autoencoder (filters [32, 64, 128]) for 2 epochs per trial on a subset of
+Fashion-MNIST, each trial a different learning rate; stores go to <output>/benchmarks/memory/.
+Prints a table, writes <output>/benchmarks/memory.csv, and ends with the key figure.
+Target: RSS growth from trial 2 to the last trial at most 10%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import resource
+import shutil
+import sys
+from pathlib import Path
+
+TARGET_GROWTH = 0.10
+
+
+def rss_mb() -> float:
+    """Current resident set size (VmRSS) in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", default="runs")
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--train-size", type=int, default=2000)
+    args = parser.parse_args()
+    folder = Path(args.output) / "benchmarks"
+    stores = folder / "memory"
+    shutil.rmtree(stores, ignore_errors=True)
+    stores.mkdir(parents=True)
+    space_file = stores / "memory.yaml"
+    space_file.write_text(
+        "study: memory\n"
+        f"base: {{epochs: 2, train_size: {args.train_size}, val_size: 500}}\n"
+        "params:\n  learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}\n"
+        f"sampler: {{name: random, seed: 0}}\nn_trials: {args.trials}\n"
+    )
+
+    from sweep.data import find_source
+    from sweep.profiles import get_profile
+    from sweep.space import load_space
+    from sweep.study import default_storage, make_objective, run_sweep
+    from sweep.tracking import Tracker, default_tracking_uri
+
+    rows: list[dict] = []
+
+    def measured(*factory_args):
+        objective = make_objective(*factory_args)
+
+        def wrapped(trial):
+            try:
+                return objective(trial)
+            finally:  # after the trial's own clean-up (keras clear_session, gc)
+                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                rows.append({"trial": len(rows) + 1, "rss_mib": round(rss_mb(), 1),
+                             "peak_rss_mib": round(peak, 1)})  # fmt: skip
+                print(f"trial {len(rows):>3}: RSS {rows[-1]['rss_mib']:8.1f} MiB, "
+                      f"peak {peak:8.1f} MiB", flush=True)  # fmt: skip
+
+        return wrapped
+
+    run_sweep(
+        load_space(space_file),
+        get_profile("quick"),
+        find_source("fashion-mnist"),
+        default_storage(stores),
+        Tracker(default_tracking_uri(stores), artifact_root=stores / "mlartifacts"),
+        progress_stream=io.StringIO(),
+        objective_factory=measured,
+    )
+    with open(folder / "memory.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    second, last = rows[1]["rss_mib"], rows[-1]["rss_mib"]
+    growth = (last - second) / second
+    print(f"Wrote {folder / 'memory.csv'}")
+    print(
+        f"memory: RSS after trial 2 {second:.1f} MiB, after trial {len(rows)} {last:.1f} MiB: "
+        f"growth {growth:+.1%} (target at most +{TARGET_GROWTH:.0%})"
+    )
+    return 0 if growth <= TARGET_GROWTH else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
