@@ -8,7 +8,7 @@ OUTPUT ?= runs
 PROFILE ?= quick
 ARGS ?=
 SWEEP = $(BIN)/sweep --output $(OUTPUT)
-RUN = $(SWEEP) run --profile $(PROFILE) $(ARGS)
+RUN = $(SWEEP) run --profile $(PROFILE)
 DEBIAN_DATASET := /usr/share/datasets/fashion-mnist
 # Many workers: `make services`, then `make workers N=2 SPACE=filters`.
 PG_PORT ?= 5433
@@ -48,25 +48,25 @@ dataset: ## Install Debian's dataset-fashion-mnist where apt is available
 	fi
 
 sweep-filters: setup ## Sweep the filter counts (4 configurations)
-	$(RUN) search_spaces/filters.yaml
+	$(RUN) search_spaces/filters.yaml $(ARGS)
 
 sweep-kernel: setup ## Sweep the kernel size
-	$(RUN) search_spaces/kernel.yaml
+	$(RUN) search_spaces/kernel.yaml $(ARGS)
 
 sweep-batch: setup ## Sweep the batch size
-	$(RUN) search_spaces/batch.yaml
+	$(RUN) search_spaces/batch.yaml $(ARGS)
 
 sweep-lr: setup ## Sweep the learning rate
-	$(RUN) search_spaces/lr.yaml
+	$(RUN) search_spaces/lr.yaml $(ARGS)
 
 sweep-depth: setup ## Sweep the depth (stages, convs per stage, poolings)
-	$(RUN) search_spaces/depth.yaml
+	$(RUN) search_spaces/depth.yaml $(ARGS)
 
 sweep-classifier: setup ## Sweep the classifier stage on the best encoder (val_accuracy)
-	$(RUN) search_spaces/classifier.yaml
+	$(RUN) search_spaces/classifier.yaml $(ARGS)
 
 sweep: setup ## Joint search over all of them (TPE with pruning)
-	$(RUN) search_spaces/joint.yaml
+	$(RUN) search_spaces/joint.yaml $(ARGS)
 
 studies: $(STAMP) ## List the studies with their trial counts and best values
 	$(SWEEP) studies
@@ -90,7 +90,7 @@ workers: setup ## Run N workers (N=2) on search_spaces/$(SPACE).yaml over the se
 	@mkdir -p $(OUTPUT)/workers
 	@export PGPASSWORD="$${PGPASSWORD:-$$(cat $(OUTPUT)/services/password 2>/dev/null)}"; \
 	for i in $$(seq 1 $(N)); do \
-		( $(RUN) search_spaces/$(SPACE).yaml --storage $(STORAGE) --tracking-uri $(TRACKING) 2>&1; \
+		( $(RUN) search_spaces/$(SPACE).yaml --storage $(STORAGE) --tracking-uri $(TRACKING) $(ARGS) 2>&1; \
 		  echo "exit code $$?" ) | tee $(OUTPUT)/workers/worker-$$i.log | sed -u "s/^/[worker $$i] /" & \
 	done; wait; \
 	! grep -L "^exit code 0$$" $(OUTPUT)/workers/worker-*.log | grep -q .
