@@ -65,6 +65,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     profile = get_profile(args.profile)
     if args.n_trials is not None and args.n_trials < 1:
         raise SweepError(f"--n-trials must be at least 1, got {args.n_trials}")
+    if args.backend == "keras-tuner":
+        return run_keras_tuner(args, space, profile)
     source = data_source(args)
     storage, uri = storage_url(args), tracking_uri(args)
 
@@ -98,6 +100,30 @@ def cmd_run(args: argparse.Namespace) -> int:
             heartbeat_seconds=args.heartbeat or None,
         )
     print(describe_best(study, space))
+    print("Browse the runs: make ui (or: sweep ui)")
+    return 0
+
+
+def run_keras_tuner(args: argparse.Namespace, space, profile) -> int:
+    """`sweep run --backend keras-tuner`: the same space searched by a keras-tuner tuner."""
+    from sweep.tuner import check_space, describe, project_dir, run_search
+
+    check_space(space, args.tuner)
+    source = data_source(args)
+    uri, out = tracking_uri(args), output_dir(args)
+
+    from sweep.study import mask_url
+    from sweep.tracking import Tracker
+
+    print(f"keras-tuner project: {project_dir(out, space, args.tuner)}\n"
+          f"MLflow tracking: {mask_url(uri)}", flush=True)  # fmt: skip
+    tracker = Tracker(uri, artifact_root=out / "mlartifacts")
+    tracker.check()
+    records = run_search(
+        space, profile, source, tracker, out,
+        tuner=args.tuner, n_trials=args.n_trials, seed=args.seed,
+    )  # fmt: skip
+    print(describe(records, space, args.tuner))
     print("Browse the runs: make ui (or: sweep ui)")
     return 0
 
@@ -310,6 +336,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="a running trial's heartbeat (default 30; 0: off); a trial silent for 4 beats "
         "is failed and retried by a live worker",
+    )
+    run.add_argument(
+        "--backend",
+        choices=("optuna", "keras-tuner"),
+        default="optuna",
+        help="who searches the space (default: optuna; keras-tuner: autoencoder spaces only)",
+    )
+    run.add_argument(
+        "--tuner",
+        choices=("hyperband", "bayesian", "random", "grid"),
+        default="hyperband",
+        help="the keras-tuner tuner (default: hyperband); ignored by the optuna backend",
     )
     _add_store_options(run)
     _add_data_options(run)

@@ -1,0 +1,340 @@
+"""The keras-tuner backend: the space's translation, searches driven by a fake recipe through
+the same tuner code (no Keras), and end to end through the CLI on generated images."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from sweep.cli import main
+from sweep.data import find_source
+from sweep.errors import SweepError
+from sweep.profiles import get_profile
+from sweep.space import load_space
+from sweep.tracking import Tracker
+from sweep.tuner import (
+    TunerTrial,
+    check_space,
+    epochs_spent,
+    hyperparameters,
+    make_trial,
+    project_dir,
+    run_search,
+    search_trials,
+    stored_params,
+    study_name,
+)
+from tests.conftest import SPACES
+
+RANGES = """
+study: ranges
+base: {filters: [4, 8], epochs: 3, patience: 5}
+params:
+  learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}
+  batch_size: {low: 16, high: 256, log: true}
+  kernel_size: {low: 2, high: 6, step: 2}
+  patience: {low: 1, high: 4}
+sampler: {name: tpe, seed: 0}
+n_trials: 3
+"""
+
+
+def write_space(tmp_path: Path, text: str, name: str = "space.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def runs_of(out: Path, study: str):
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name(study).experiment_id])
+    parents = [r for r in runs if r.data.tags.get("sweep.role") == "study"]
+    trials = sorted(
+        (r for r in runs if r.data.tags.get("sweep.role") == "trial"),
+        key=lambda r: int(r.data.tags["optuna.trial_number"]),
+    )
+    return client, parents, trials
+
+
+# --- translation -----------------------------------------------------------------------------
+
+
+def test_ranges_become_int_and_float_with_log_sampling(tmp_path: Path) -> None:
+    hp = {h.name: h for h in hyperparameters(load_space(write_space(tmp_path, RANGES))).space}
+    lr, batch, kernel, patience = (hp[k] for k in ("learning_rate", "batch_size", "kernel_size", "patience"))  # fmt: skip
+    assert type(lr).__name__ == "Float" and lr.sampling == "log"
+    assert (lr.min_value, lr.max_value, lr.step) == (1e-4, 1e-2, None)
+    assert type(batch).__name__ == "Int" and batch.sampling == "log" and batch.step is None
+    assert type(kernel).__name__ == "Int" and kernel.sampling == "linear"
+    assert list(kernel.values) == [2, 4, 6]
+    assert type(patience).__name__ == "Int" and list(patience.values) == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("name", ["filters", "depth", "joint", "lr"])
+def test_choices_round_trip_to_the_configs_of_the_optuna_path(name: str) -> None:
+    """Every combination of choices (with sampled ranges) keras-tuner can pick decodes to the
+    config the Optuna path builds for the same labels: filter lists and depth groups too."""
+    space = load_space(SPACES / f"{name}.yaml")
+    hps = hyperparameters(space)
+    choices = {h.name: list(h.values) for h in hps.space if type(h).__name__ == "Choice"}
+    assert choices == {p.name: list(p.labels) for p in space.params if not p.is_range}
+    study = optuna.create_study()
+    for i, combo in enumerate(itertools.product(*choices.values())):
+        values = {h.name: h.random_sample(i) for h in hps.space if h.name not in choices}
+        values.update(zip(choices, combo, strict=True))
+        stored = stored_params(space, {**values, "tuner/epochs": 2})
+        study.enqueue_trial(stored)
+        trial = study.ask()
+        optuna_config = space.config_for(space.suggest(trial))
+        assert trial.params == stored
+        assert space.config_for(space.decode(stored)) == optuna_config
+        study.tell(trial, 0.0)
+    assert len(study.trials) == math.prod(len(v) for v in choices.values())
+
+
+@pytest.mark.parametrize(
+    ("space", "tuner", "message"),
+    [
+        (SPACES / "classifier.yaml", "hyperband", "does not support classifier spaces"),
+        (SPACES / "joint.yaml", "grid", "params.learning_rate: --tuner grid needs a list"),
+    ],
+)
+def test_what_the_backend_cannot_run_is_a_one_line_error(space, tuner, message, capsys) -> None:
+    with pytest.raises(SweepError, match=message):
+        check_space(load_space(space), tuner)
+    code = main(["run", str(space), "--backend", "keras-tuner", "--tuner", tuner])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+# --- searches with a fake recipe ---------------------------------------------------------------
+
+
+class FakeRecipe:
+    """Scores a trial from its config without Keras, 'training' the epochs it is asked for;
+    raises for the filters in `fail`."""
+
+    def __init__(self, fail: set[str] | None = None) -> None:
+        self.fail, self.calls = fail or set(), []
+
+    def factory(self, space, profile, split, tracker, parent, run_params, progress):
+        def recipe(trial) -> float:
+            config = profile.apply(space.config_for(space.decode(trial.params)))
+            trial.set_user_attr("epochs_trained", (trial.epochs or config.epochs) - trial.initial_epoch)  # fmt: skip
+            self.calls.append(trial)
+            if str(config.filters) in self.fail:
+                raise RuntimeError(f"boom for {config.filters}")
+            return config.learning_rate * (1 + config.kernel_size) / (trial.epochs or 1)
+
+        return recipe
+
+
+@pytest.fixture
+def search(tmp_path: Path, idx_files):
+    out = tmp_path / "out"
+    out.mkdir()
+    tracker = Tracker(f"sqlite:///{out / 'mlflow.db'}", artifact_root=out / "art")
+    source = find_source(files=idx_files)
+
+    def run(space, fake, **kwargs):
+        return run_search(
+            space, get_profile("quick"), source, tracker, out,
+            trial_factory=fake.factory, progress_stream=io.StringIO(), **kwargs,
+        )  # fmt: skip
+
+    return run, tracker, out
+
+
+def test_grid_runs_optunas_grid_in_order_and_a_rerun_continues(search, tiny_space: Path) -> None:
+    run, tracker, out = search
+    space = load_space(tiny_space)
+    fake = FakeRecipe()
+    assert len(run(space, fake, tuner="grid", n_trials=2)) == 2
+    records = run(space, fake, tuner="grid")
+    assert [r.params for r in records] == space.grid_points()
+    assert [r.state for r in records] == ["complete"] * 3 and len(fake.calls) == 3
+    assert len(run(space, fake, tuner="grid")) == 3 and len(fake.calls) == 3
+    assert search_trials(out, space, "grid", tracker) == records
+    _, parents, _ = runs_of(out, "tiny-kt-grid")
+    assert len(parents) == 1
+    assert (
+        parents[0].data.tags["backend"] == "keras-tuner" and parents[0].data.tags["tuner"] == "grid"
+    )
+    assert parents[0].data.metrics["n_complete"] == 3
+    assert parents[0].data.metrics["epochs_trained"] == 6
+
+
+@pytest.mark.parametrize(
+    ("epochs", "trials", "spent"),
+    [
+        # max_epochs 3: 3 trials of 1 epoch, the best continued to 3 (2 more), 2 trials of 3
+        (3, [(0, 1), (0, 1), (0, 1), (1, 2), (0, 3), (0, 3)], 11),
+        # max_epochs 6: 5 of 2 epochs, the best two continued to 6 (4 more each), 3 of 6
+        (6, [(0, 2)] * 5 + [(2, 4)] * 2 + [(0, 6)] * 3, 36),
+    ],
+)
+def test_hyperband_epochs_accounting(search, tmp_path: Path, epochs, trials, spent) -> None:
+    run, tracker, out = search
+    space = load_space(write_space(tmp_path, RANGES.replace("epochs: 3", f"epochs: {epochs}")))
+    fake = FakeRecipe()
+    assert len(run(space, fake, n_trials=4)) == 4
+    records = run(space, fake)
+    assert [(r.initial_epoch, r.epochs_trained) for r in records] == trials
+    assert epochs_spent(records) == spent == epochs_spent(search_trials(out, space, "hyperband"))
+    first_round = [r for r in records if r.number < trials.count(trials[0])]
+    best = min(first_round, key=lambda r: r.best_val_loss)
+    continued = next(r for r in records if r.initial_epoch > 0)
+    assert continued.continues == best.number and continued.params == best.params
+    checkpoints = {call.number: call.checkpoint for call in fake.calls}
+    start = next(call.start_from for call in fake.calls if call.number == continued.number)
+    assert start == checkpoints[best.number]
+    assert start.parent.parent == project_dir(out, space, "hyperband")
+    _, parents, _ = runs_of(out, study_name(space, "hyperband"))
+    assert parents[0].data.metrics["epochs_trained"] == spent
+
+
+@pytest.mark.parametrize("tuner", ["bayesian", "random"])
+def test_bayesian_and_random_search_the_ranges(search, tmp_path: Path, tuner: str) -> None:
+    run, _, _ = search
+    space = load_space(write_space(tmp_path, RANGES))
+    records = run(space, FakeRecipe(), tuner=tuner)
+    assert len(records) == 3 and {r.state for r in records} == {"complete"}
+    for record in records:
+        assert 1e-4 <= record.params["learning_rate"] <= 1e-2
+        assert record.params["kernel_size"] in (2, 4, 6)
+
+
+def test_failed_trials_count_and_the_search_goes_on(search) -> None:
+    """Three failures in a row (keras-tuner's default limit) do not stop the search."""
+    run, _, out = search
+    space = load_space(SPACES / "filters.yaml")
+    fail = {"(8, 16, 32)", "(16, 32, 64)", "(32, 64, 128)"}
+    records = run(space, FakeRecipe(fail=fail), tuner="grid")
+    assert [r.state for r in records] == ["failed", "failed", "failed", "complete"]
+    assert [r.best_val_loss is None for r in records] == [True, True, True, False]
+    assert epochs_spent(records) == 4 * 6
+    _, parents, _ = runs_of(out, "filters-kt-grid")
+    assert parents[0].data.metrics["n_failed"] == 3
+    assert parents[0].data.tags["best_trial"] == "3"
+
+
+# --- end to end: real training through the CLI -------------------------------------------------
+
+
+def run_cli(*args) -> int:
+    return main([str(a) for a in args])
+
+
+@pytest.mark.slow
+def test_grid_over_filters_logs_a_run_per_point_and_failed_points_end_failed(
+    tmp_path: Path, idx_args, monkeypatch, capsys
+) -> None:
+    """The first point's loss turns NaN (training.Diverged), the last one's build raises (as
+    out of memory would); the points between train, and each point has its MLflow run."""
+    import models.autoencoder as autoencoder
+    from sweep.tf_env import import_keras_quietly
+
+    keras = import_keras_quietly()
+    real_build = autoencoder.build_autoencoder
+
+    def build(config, input_shape=(28, 28, 1)):
+        if config.filters == (64, 128, 256):
+            raise RuntimeError("OOM when allocating tensor")
+        model = real_build(config, input_shape)
+        if config.filters == (8, 16, 32):
+            nan = float("nan")
+            model.compile(optimizer="adam", loss=lambda y, p: keras.ops.mean(y - p) * nan)
+        return model
+
+    monkeypatch.setattr(autoencoder, "build_autoencoder", build)
+    out = tmp_path / "out"
+    shrink = ["--set", "epochs=2", "train_size=48", "val_size=24"]
+    code = run_cli("--output", out, "run", SPACES / "filters.yaml", "--backend", "keras-tuner",
+                   "--tuner", "grid", *shrink, *idx_args)  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "[4/4] trial 3: filters=[64, 128, 256]" in printed and "epoch   2/2" in printed
+    assert "-> failed: loss became nan at epoch 1" in printed
+    assert "-> failed: RuntimeError: OOM when allocating tensor" in printed
+    assert "2 complete, 0 pruned, 2 failed" in printed
+
+    client, parents, trials = runs_of(out, "filters-kt-grid")
+    assert len(parents) == 1 and len(trials) == 4
+    filters = load_space(SPACES / "filters.yaml").grid()["filters"]
+    assert [t.data.params["filters"] for t in trials] == filters
+    assert [t.info.status for t in trials] == ["FAILED", "FINISHED", "FINISHED", "FAILED"]
+    assert [t.data.tags["sweep.state"] for t in trials] == ["failed", "complete", "complete", "failed"]  # fmt: skip
+    assert "nan" in trials[0].data.tags["sweep.fail_reason"]
+    assert "OOM" in trials[3].data.tags["sweep.fail_reason"]
+    assert [t.data.metrics["epochs_trained"] for t in trials] == [0, 2, 2, 0]
+    for run in trials:
+        tags, params = run.data.tags, run.data.params
+        assert tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert tags["backend"] == "keras-tuner" and tags["tuner"] == "grid"
+        assert params["backend"] == "keras-tuner" and params["tuner"] == "grid"
+        assert params["train_images"] == "48" and params["epochs"] == "2"
+    for run in trials[1:3]:
+        history = client.get_metric_history(run.info.run_id, "val_loss")
+        assert sorted(m.step for m in history) == [1, 2]
+        assert run.data.metrics["best_val_loss"] == pytest.approx(min(m.value for m in history))
+        assert "model.keras" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    best = min(t.data.metrics["best_val_loss"] for t in trials[1:3])
+    assert parents[0].data.metrics["best_val_loss"] == pytest.approx(best)
+    assert parents[0].data.metrics["n_failed"] == 2
+    assert parents[0].data.tags["backend"] == "keras-tuner"
+    records = search_trials(out, load_space(SPACES / "filters.yaml"), "grid")
+    assert [r.state for r in records] == ["failed", "complete", "complete", "failed"]
+
+
+@pytest.mark.slow
+def test_a_hyperband_continuation_trains_on_from_the_checkpoint(
+    tmp_path: Path, idx_files, monkeypatch
+) -> None:
+    """The recipe alone (the tuner's wiring is tested above): 1 epoch, then 2 more from its
+    best weights, logged as epochs 2 and 3."""
+    from sweep.data import subset_and_split
+    from sweep.study import Progress
+    from sweep.tf_env import import_keras_quietly
+
+    keras = import_keras_quietly()
+    loaded: list[Path] = []
+    real_load = keras.Model.load_weights
+
+    def load_weights(model, path, *args, **kwargs):
+        loaded.append(Path(path))
+        return real_load(model, path, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "load_weights", load_weights)
+    space = load_space(write_space(tmp_path, RANGES.replace("[4, 8]", "[2, 4]")))
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_root=tmp_path / "art")
+    split = subset_and_split(*find_source(files=idx_files).training())
+    parent = tracker.study_run("hb", {})
+    run_params = {"study": "hb", "seed": 0, "backend": "keras-tuner", "tuner": "hyperband"}
+    printed = io.StringIO()
+    recipe = make_trial(
+        space, get_profile("quick"), split, tracker, parent, run_params, Progress(2, printed)
+    )
+    params = {"learning_rate": 3e-3, "batch_size": 64, "kernel_size": 2, "patience": 4}
+    first = TunerTrial(0, "0", params, {"tuner/epochs": 1, "tuner/initial_epoch": 0},
+                       checkpoint=tmp_path / "0.weights.h5")  # fmt: skip
+    second = TunerTrial(1, "1", params, {"tuner/epochs": 3, "tuner/initial_epoch": 1,
+                                         "tuner/trial_id": "0"},
+                        checkpoint=tmp_path / "1.weights.h5", start_from=first.checkpoint)  # fmt: skip
+    recipe(first)
+    assert first.checkpoint.exists() and loaded == []
+    recipe(second)
+    assert loaded == [first.checkpoint]
+    assert "epochs=1->3  continues=trial 0" in printed.getvalue()
+    assert "epoch   3/3" in printed.getvalue()
+    client = tracker.client
+    run = client.get_run(second.user_attrs["mlflow_run_id"])
+    assert run.data.params["tuner/initial_epoch"] == "1" and run.data.params["epochs"] == "3"
+    assert run.data.metrics["epochs_trained"] == 2 and run.data.tags["backend"] == "keras-tuner"
+    history = client.get_metric_history(run.info.run_id, "val_loss")
+    assert sorted(m.step for m in history) == [2, 3]
