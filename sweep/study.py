@@ -337,8 +337,9 @@ class Progress:
 def recorded(trial: optuna.Trial, run: Any, progress: Progress, started: float) -> Iterator[None]:
     """Record how a trial ended in both stores: pruned, or failed with its reason and
     traceback; then free Keras' memory for the next trial."""
-    from sweep.training import Diverged, release
+    from sweep.training import Diverged, live_graphs, release
 
+    graphs = live_graphs()
     try:
         yield
     except optuna.TrialPruned as exc:
@@ -356,7 +357,7 @@ def recorded(trial: optuna.Trial, run: Any, progress: Progress, started: float) 
         progress.trial_ended("failed", reason)
         raise
     finally:
-        release()
+        release(graphs)
 
 
 def _trial_params(config: Any, trial: optuna.Trial, run_params: dict, data: Split) -> dict:
