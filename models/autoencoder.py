@@ -22,18 +22,19 @@ def build_autoencoder(
     `dec_...`, so the encoder can be cut out by name (see `extract_encoder`).
     """
     check_depth(config.filters, config.pool_blocks, min(input_shape[0], input_shape[1]))
+    dtype = dtype_policy(config.precision)
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs
     for s, stage in enumerate(config.stages, start=1):
         for i, n in enumerate(stage, start=1):
-            x = _conv_bn(x, n, config.kernel_size, f"enc_s{s}", i)
+            x = _conv_bn(x, n, config.kernel_size, f"enc_s{s}", i, dtype)
         if s <= config.pool_blocks:
-            x = layers.MaxPooling2D(2, name=f"enc_s{s}_pool")(x)
+            x = layers.MaxPooling2D(2, name=f"enc_s{s}_pool", dtype=dtype)(x)
     for s in range(len(config.stages), 0, -1):
         for i, n in enumerate(reversed(config.stages[s - 1]), start=1):
-            x = _conv_bn(x, n, config.kernel_size, f"dec_s{s}", i)
+            x = _conv_bn(x, n, config.kernel_size, f"dec_s{s}", i, dtype)
         if s <= config.pool_blocks:
-            x = layers.UpSampling2D(2, name=f"dec_s{s}_up")(x)
+            x = layers.UpSampling2D(2, name=f"dec_s{s}_up", dtype=dtype)(x)
     outputs = layers.Conv2D(
         input_shape[-1],
         config.kernel_size,
@@ -43,15 +44,23 @@ def build_autoencoder(
         name="reconstruction",
     )(x)
     model = keras.Model(inputs, outputs, name="autoencoder")
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
+    optimizer = keras.optimizers.Adam(config.learning_rate)
+    if dtype == "mixed_float16":  # float16 gradients underflow without loss scaling
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    model.compile(optimizer=optimizer, loss="mse")
     return model
 
 
-def _conv_bn(x: keras.KerasTensor, filters: int, kernel: int, prefix: str, i: int):
-    x = layers.Conv2D(filters, kernel, padding="same", activation="relu", name=f"{prefix}_conv{i}")(
-        x
-    )
-    return layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{prefix}_bn{i}")(x)
+def dtype_policy(precision: str) -> str:
+    """The Keras dtype policy for a config's precision ("auto" unresolved: float32)."""
+    return "float32" if precision == "auto" else precision
+
+
+def _conv_bn(x: keras.KerasTensor, filters: int, kernel: int, prefix: str, i: int, dtype: str):
+    x = layers.Conv2D(
+        filters, kernel, padding="same", activation="relu", name=f"{prefix}_conv{i}", dtype=dtype
+    )(x)
+    return layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{prefix}_bn{i}", dtype=dtype)(x)
 
 
 def encoder_output_name(model: keras.Model) -> str:

@@ -60,6 +60,8 @@ class AutoencoderConfig(Config):
 
     `filters` has one entry per stage: an int (one conv) or a tuple of ints (several convs).
     `epochs`, `patience`, `train_size` and `val_size` left as None take the profile's values.
+    `precision` is one of PRECISIONS; "auto" is resolved by the sweep for the machine it runs on
+    (a builder given "auto" uses float32).
     """
 
     filters: tuple[Stage, ...] = (32, 64, 128)
@@ -71,6 +73,7 @@ class AutoencoderConfig(Config):
     patience: int | None = None
     train_size: int | None = None
     val_size: int | None = None
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         check_depth(self.filters, self.pool_blocks)
@@ -164,6 +167,16 @@ def _fraction(key: str, value: Any) -> float:
     return float(value)
 
 
+# Keras dtype policies: mixed ones compute in 16 bits and keep float32 weights and output.
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+
+
+def _precision(key: str, value: Any) -> str:
+    if value not in PRECISIONS:
+        raise ConfigError(f"{key} must be one of {', '.join(PRECISIONS)}, got {value!r}")
+    return value
+
+
 AutoencoderConfig._normalisers = {
     "filters": _filters,
     "pool_blocks": _non_negative_int,
@@ -174,6 +187,7 @@ AutoencoderConfig._normalisers = {
     "patience": _optional_positive_int,
     "train_size": _optional_positive_int,
     "val_size": _optional_positive_int,
+    "precision": _precision,
 }
 
 

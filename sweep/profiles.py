@@ -17,13 +17,22 @@ class Profile:
     epochs: int
     patience: int
     val_fraction: float = 0.2
+    precision: str = "auto"
 
     def apply(self, config: AutoencoderConfig) -> AutoencoderConfig:
-        """Fill the config's unset epochs and patience with this profile's."""
-        return config.replace(
+        """Fill the config's unset epochs and patience with this profile's, and settle an
+        autoencoder's "auto" precision: the profile's, else the fastest for this machine."""
+        filled = config.replace(
             epochs=config.epochs if config.epochs is not None else self.epochs,
             patience=config.patience if config.patience is not None else self.patience,
         )
+        if getattr(filled, "precision", None) != "auto":
+            return filled
+        if self.precision != "auto":
+            return filled.replace(precision=self.precision)
+        from sweep.tf_env import default_precision
+
+        return filled.replace(precision=default_precision())
 
 
 PROFILES = {

@@ -9,6 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from sweep.cli import main
+from sweep.tf_env import default_precision
 from tests.conftest import SPACES
 
 
@@ -49,6 +50,7 @@ def test_run_records_complete_trials_and_nested_mlflow_runs_then_continues(
         assert tags["sweep.state"] == "complete" and run.info.status == "FINISHED"
         assert params["profile"] == "quick" and params["epochs"] == "2"
         assert params["train_images"] == "240" and params["val_images"] == "60"
+        assert params["precision"] == default_precision()  # "auto" settled and recorded
         history = client.get_metric_history(run.info.run_id, "val_loss")
         assert [m.step for m in sorted(history, key=lambda m: m.step)] == [1, 2]
         assert len(client.get_metric_history(run.info.run_id, "loss")) == 2

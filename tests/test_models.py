@@ -166,3 +166,31 @@ def test_seeded_fits_repeat_and_track_the_best_epoch() -> None:
     assert len(results[0].loss) == 2
     assert results[0].best_val_loss == min(results[0].val_loss)
     assert results[0].best_epoch == results[0].val_loss.index(results[0].best_val_loss) + 1
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_computes_in_16_bits_and_keeps_float32_weights_and_output(
+    precision: str,
+) -> None:
+    model = build_autoencoder(AutoencoderConfig(filters=(4, 8), pool_blocks=1, precision=precision))
+    conv = model.get_layer("enc_s1_conv1")
+    assert conv.compute_dtype == precision.removeprefix("mixed_")
+    assert conv.kernel.dtype == "float32"
+    assert model.get_layer("reconstruction").compute_dtype == "float32"
+    out = model.predict(np.zeros((2, 28, 28, 1), "float32"), verbose=0)
+    assert out.dtype == np.float32
+    scaled = isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert scaled == (precision == "mixed_float16")
+
+
+def test_auto_and_float32_precision_build_a_float32_model() -> None:
+    for precision in ("auto", "float32"):
+        model = build_autoencoder(
+            AutoencoderConfig(filters=(4,), pool_blocks=1, precision=precision)
+        )
+        assert {layer.compute_dtype for layer in model.layers[1:]} == {"float32"}
+
+
+def test_an_unknown_precision_names_the_choices() -> None:
+    with pytest.raises(ConfigError, match="precision must be one of auto, float32, mixed_bf"):
+        AutoencoderConfig().replace(precision="float16")

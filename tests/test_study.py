@@ -156,3 +156,21 @@ def test_unreachable_storage_is_one_line_with_the_password_masked() -> None:
     assert "s3cret" not in message and "***" in message
     assert "\n" not in message
     assert mask_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_profiles_settle_auto_precision_and_leave_a_chosen_one(monkeypatch) -> None:
+    import dataclasses
+
+    from models.config import AutoencoderConfig
+    from sweep import tf_env
+
+    quick = get_profile("quick")
+    monkeypatch.setattr(tf_env, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    if not tf_env.has_gpu():
+        assert quick.apply(AutoencoderConfig()).precision == "mixed_bfloat16"
+        monkeypatch.setattr(tf_env, "cpu_flags", lambda: {"avx2"})
+        assert quick.apply(AutoencoderConfig()).precision == "float32"
+    chosen = AutoencoderConfig(precision="float32")
+    assert quick.apply(chosen).precision == "float32"
+    pinned = dataclasses.replace(quick, precision="mixed_float16")
+    assert pinned.apply(AutoencoderConfig()).precision == "mixed_float16"
