@@ -504,13 +504,16 @@ def run_search(
     tuner: str = "hyperband",
     n_trials: int | None = None,
     seed: int = 0,
+    search_seed: int | None = None,
     progress_stream: TextIO | None = None,
     trial_factory: Callable[..., Callable[[TunerTrial], float]] | None = None,
 ) -> list[TrialRecord]:
     """Run (or continue) the space's keras-tuner search; return every trial of it.
 
     One MLflow parent run per search (experiment `study_name`), one nested run per trial.
-    `trial_factory` (default: make_trial) lets tests drive the same search with a fake recipe.
+    `seed` fixes the data split and weight initialisation, `search_seed` (default: `seed`) the
+    tuner's choices. `trial_factory` (default: make_trial) lets tests drive the same search with
+    a fake recipe.
     """
     from sweep.data import subset_and_split
     from sweep.study import Progress
@@ -520,7 +523,7 @@ def run_search(
     max_epochs = profile.apply(space.base).epochs
     kt_tuner = open_tuner(
         space, tuner, project_dir(output, space, tuner),
-        max_epochs=max_epochs, n_trials=n_trials, seed=seed,
+        max_epochs=max_epochs, n_trials=n_trials, seed=seed if search_seed is None else search_seed,
     )  # fmt: skip
     budget = planned_trials(kt_tuner)
     done = sum(t.status in STATES for t in kt_tuner.oracle.trials.values())

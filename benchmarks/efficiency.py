@@ -1,0 +1,246 @@
+"""Search efficiency on the joint space: best val_loss reached against epochs spent, for Optuna
+TPE with median pruning, keras-tuner Hyperband, random search (Optuna, no pruning) and the grid
+of the one-factor studies' values (filters, kernel, batch, lr, depth: each factor varied alone
+around the defaults).
+
+    python benchmarks/efficiency.py [--output runs] [--seeds 3] [--subset N]
+
+The quick profile (6 epochs, early stopping after 2) on its Fashion-MNIST split, the same data
+and weight seed everywhere; the seeds vary the searches' own choices. Optuna and random search
+run trial by trial until they have spent at least the larger of 30% of the grid's epochs and
+Hyperband's epochs. Prints a table, writes <output>/benchmarks/efficiency.csv (every trial),
+efficiency.png (the curves) and ends with the key figure.
+Targets: Optuna with pruning within 2% of the grid's best val_loss using at most 30% of the
+grid's epochs; its median best val_loss no worse than Hyperband's at Hyperband's budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import io
+import math
+import statistics
+import sys
+from pathlib import Path
+
+from common import ROOT, write_csv
+
+GRID_STUDIES = ("filters", "kernel", "batch", "lr", "depth")
+SHARE = 0.30
+TOLERANCE = 0.02
+
+
+def optuna_trials(study) -> list[tuple[int, float | None]]:
+    """(epochs, best val_loss or None) of each finished trial, in order."""
+    import optuna
+
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state not in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
+                               optuna.trial.TrialState.FAIL):  # fmt: skip
+            continue
+        values = list(trial.intermediate_values.values())
+        rows.append((len(values), min(values) if values else None))
+    return rows
+
+
+def stores(folder: Path):
+    from sweep.study import default_storage
+    from sweep.tracking import Tracker, default_tracking_uri
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return default_storage(folder), Tracker(
+        default_tracking_uri(folder), artifact_root=folder / "mlartifacts"
+    )
+
+
+def run_grid(profile, source, folder: Path) -> list[tuple[int, float | None]]:
+    from sweep.space import load_space
+    from sweep.study import run_sweep
+
+    rows = []
+    for name in GRID_STUDIES:
+        space = load_space(ROOT / "search_spaces" / f"{name}.yaml")
+        storage, tracker = stores(folder / "grid")
+        study = run_sweep(space, profile, source, storage, tracker, progress_stream=io.StringIO(),
+                          heartbeat_seconds=None)  # fmt: skip
+        rows += optuna_trials(study)
+        print(f"  grid {name}: {len(rows)} trials so far", flush=True)
+    return rows
+
+
+class BudgetSpent(KeyboardInterrupt):
+    """Stops a study between trials, the way Ctrl-C does (the unstarted trial ends FAIL)."""
+
+
+def run_optuna(space, profile, source, folder: Path, budget: int) -> list[tuple[int, float | None]]:
+    """One study (one sampler, so TPE learns from every trial) stopped once `budget` epochs
+    are spent."""
+    from sweep.study import make_objective, run_sweep
+
+    storage, tracker = stores(folder)
+    spent = 0
+
+    def factory(*factory_args):
+        objective = make_objective(*factory_args)
+
+        def limited(trial):
+            nonlocal spent
+            if spent >= budget:
+                raise BudgetSpent
+            try:
+                return objective(trial)
+            finally:
+                spent += len(trial.storage.get_trial(trial._trial_id).intermediate_values)
+
+        return limited
+
+    with contextlib.suppress(BudgetSpent):
+        run_sweep(space, profile, source, storage, tracker, n_trials=10_000,
+                  progress_stream=io.StringIO(), heartbeat_seconds=None,
+                  objective_factory=factory)  # fmt: skip
+    import optuna
+
+    return optuna_trials(optuna.load_study(study_name=space.study, storage=storage))
+
+
+def run_hyperband(
+    space, profile, source, folder: Path, seed: int
+) -> list[tuple[int, float | None]]:
+    from sweep.tuner import run_search
+
+    _, tracker = stores(folder)
+    records = run_search(space, profile, source, tracker, folder, tuner="hyperband",
+                         search_seed=seed, progress_stream=io.StringIO())  # fmt: skip
+    return [(r.epochs_trained, r.best_val_loss) for r in sorted(records, key=lambda r: r.number)]
+
+
+def best_within(rows: list[tuple[int, float | None]], budget: float) -> float:
+    """Best val_loss among the trials finished within `budget` epochs (inf if none)."""
+    spent, best = 0, math.inf
+    for epochs, value in rows:
+        spent += epochs
+        if spent > budget:
+            break
+        if value is not None:
+            best = min(best, value)
+    return best
+
+
+def plot(curves: dict[str, list[tuple[int, float | None]]], grid_best: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colours = {"optuna-tpe-pruned": "C0", "keras-tuner-hyperband": "C1", "random": "C2",
+               "grid": "C3"}  # fmt: skip
+    for label, rows in curves.items():
+        xs, ys, spent, best = [], [], 0, math.inf
+        for epochs, value in rows:
+            spent += epochs
+            if value is not None:
+                best = min(best, value)
+            if math.isfinite(best):
+                xs.append(spent)
+                ys.append(best)
+        method = label.rsplit(" ", 1)[0]
+        ax.step(xs, ys, where="post", color=colours.get(method, "k"), alpha=0.8,
+                label=method if label.endswith("seed 0") or method == "grid" else None)  # fmt: skip
+    ax.axhline(grid_best * (1 + TOLERANCE), color="C3", ls=":", label="grid best + 2%")
+    ax.set_xlabel("epochs spent")
+    ax.set_ylabel("best val_loss so far")
+    ax.set_title("Search efficiency on the joint space")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"Wrote {path}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", default="runs")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--subset",
+        type=int,
+        default=None,
+        help="training-file images (default: the quick profile's)",
+    )
+    args = parser.parse_args()
+
+    from sweep.data import find_source
+    from sweep.profiles import get_profile
+    from sweep.space import load_space
+
+    profile = get_profile("quick")
+    if args.subset:
+        profile = dataclasses.replace(profile, subset=args.subset)
+    source = find_source("fashion-mnist")
+    folder = Path(args.output) / "benchmarks" / "efficiency"
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    joint = load_space(ROOT / "search_spaces" / "joint.yaml")
+    print(f"profile {profile.name}, {profile.subset} images, {profile.epochs} epochs", flush=True)
+
+    curves: dict[str, list[tuple[int, float | None]]] = {}
+    curves["grid"] = run_grid(profile, source, folder)
+    grid_epochs = sum(e for e, _ in curves["grid"])
+    grid_best = min(v for _, v in curves["grid"] if v is not None)
+    print(f"grid: {len(curves['grid'])} trials, {grid_epochs} epochs, best {grid_best:.5f}",
+          flush=True)  # fmt: skip
+    for seed in range(args.seeds):
+        rows = run_hyperband(joint, profile, source, folder / f"hyperband-{seed}", seed)
+        curves[f"keras-tuner-hyperband seed {seed}"] = rows
+        print(f"hyperband seed {seed}: {sum(e for e, _ in rows)} epochs", flush=True)
+    hb_budget = max(sum(e for e, _ in r) for k, r in curves.items() if "hyperband" in k)
+    budget = max(math.ceil(SHARE * grid_epochs), hb_budget)
+    for seed in range(args.seeds):
+        tpe = dataclasses.replace(joint, sampler_options={**joint.sampler_options, "seed": seed})
+        curves[f"optuna-tpe-pruned seed {seed}"] = run_optuna(
+            tpe, profile, source, folder / f"tpe-{seed}", budget
+        )
+        print(f"tpe seed {seed} done", flush=True)
+        random = dataclasses.replace(joint, sampler="random", sampler_options={"seed": seed},
+                                     pruner="none", pruner_options={})  # fmt: skip
+        curves[f"random seed {seed}"] = run_optuna(
+            random, profile, source, folder / f"random-{seed}", budget
+        )
+        print(f"random seed {seed} done", flush=True)
+
+    share_budget = SHARE * grid_epochs
+    rows, summary = [], []
+    for label, trials in curves.items():
+        for i, (epochs, value) in enumerate(trials):
+            rows.append({"search": label, "trial": i, "epochs": epochs, "best_val_loss": value})
+    print(f"\n{'search':<32}{'trials':>7}{'epochs':>8}{'best':>10}"
+          f"{f'best@{share_budget:.0f}':>12}{f'best@{hb_budget}':>12}")  # fmt: skip
+    for label, trials in curves.items():
+        spent = sum(e for e, _ in trials)
+        final = min((v for _, v in trials if v is not None), default=math.inf)
+        at_share, at_hb = best_within(trials, share_budget), best_within(trials, hb_budget)
+        summary.append((label, at_share, at_hb))
+        print(f"{label:<32}{len(trials):>7}{spent:>8}{final:>10.5f}{at_share:>12.5f}{at_hb:>12.5f}")
+    write_csv(folder.parent / "efficiency.csv", rows)
+    plot(curves, grid_best, folder.parent / "efficiency.png")
+
+    tpe_share = statistics.median(s for label, s, _ in summary if label.startswith("optuna"))
+    tpe_hb = statistics.median(h for label, _, h in summary if label.startswith("optuna"))
+    hb = statistics.median(h for label, _, h in summary if "hyperband" in label)
+    gap = tpe_share / grid_best - 1
+    first, second = gap <= TOLERANCE, tpe_hb <= hb
+    print(
+        f"efficiency: Optuna TPE+pruning median best {tpe_share:.5f} within {share_budget:.0f} "
+        f"epochs (30% of the grid's {grid_epochs}) vs grid best {grid_best:.5f}: {gap:+.1%} "
+        f"(target <= +2%: {'met' if first else 'NOT met'}); at Hyperband's {hb_budget} epochs "
+        f"median {tpe_hb:.5f} vs Hyperband {hb:.5f} ({'met' if second else 'NOT met'})"
+    )
+    return 0 if first and second else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
