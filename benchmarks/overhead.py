@@ -49,6 +49,7 @@ def main() -> int:
     from sweep.profiles import get_profile
     from sweep.space import load_space
     from sweep.study import default_storage, make_objective, run_sweep
+    from sweep.tf_env import use_xla
     from sweep.tracking import Tracker, default_tracking_uri
     from sweep.training import live_graphs, release, seed_everything
 
@@ -66,7 +67,7 @@ def main() -> int:
         graphs = live_graphs()
         seed_everything(seed)
         start = time.perf_counter()
-        model = build_autoencoder(config, data.input_shape)
+        model = build_autoencoder(config, data.input_shape, jit_compile=use_xla())
         model.fit(data.x_train, data.x_train, validation_data=(data.x_val, data.x_val),
                   batch_size=config.batch_size, epochs=config.epochs, verbose=0)  # fmt: skip
         seconds = time.perf_counter() - start

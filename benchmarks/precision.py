@@ -26,13 +26,14 @@ TOLERANCE = 0.02
 def measure(filters, precision: str, split, epochs: int) -> dict:
     from models.autoencoder import build_autoencoder
     from models.config import AutoencoderConfig
+    from sweep.tf_env import use_xla
     from sweep.training import fit_autoencoder, live_graphs, release, seed_everything
 
     config = AutoencoderConfig(filters=filters, precision=precision, epochs=epochs,
                                patience=epochs)  # fmt: skip
     graphs = live_graphs()
     seed_everything(0)
-    model = build_autoencoder(config)
+    model = build_autoencoder(config, jit_compile=use_xla())
     timer = EpochTimer()
     start = time.perf_counter()
     timer.start()

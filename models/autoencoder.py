@@ -14,9 +14,12 @@ BN_MOMENTUM = 0.9
 
 
 def build_autoencoder(
-    config: AutoencoderConfig, input_shape: tuple[int, int, int] = (28, 28, 1)
+    config: AutoencoderConfig,
+    input_shape: tuple[int, int, int] = (28, 28, 1),
+    jit_compile: bool | str = "auto",
 ) -> keras.Model:
-    """Compile the autoencoder that `config` describes, for images of `input_shape`.
+    """Compile the autoencoder that `config` describes, for images of `input_shape`;
+    `jit_compile` goes to `Model.compile` (Keras' "auto" means XLA wherever it works).
 
     Layers are named `enc_s{stage}_conv{i}`, `enc_s{stage}_bn{i}`, `enc_s{stage}_pool`, then
     `dec_...`, so the encoder can be cut out by name (see `extract_encoder`).
@@ -47,7 +50,7 @@ def build_autoencoder(
     optimizer = keras.optimizers.Adam(config.learning_rate)
     if dtype == "mixed_float16":  # float16 gradients underflow without loss scaling
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    model.compile(optimizer=optimizer, loss="mse")
+    model.compile(optimizer=optimizer, loss="mse", jit_compile=jit_compile)
     return model
 
 

@@ -25,7 +25,9 @@ def build_classifier(encoder: keras.Model, config: ClassifierConfig, n_classes: 
     return model
 
 
-def set_phase(model: keras.Model, phase: int, config: ClassifierConfig) -> None:
+def set_phase(
+    model: keras.Model, phase: int, config: ClassifierConfig, jit_compile: bool | str = "auto"
+) -> None:
     """Phase 1: encoder frozen, `learning_rate`. Phase 2: all layers, `finetune_learning_rate`.
 
     A frozen BatchNormalization layer also runs in inference mode, so phase 1 leaves every
@@ -37,4 +39,5 @@ def set_phase(model: keras.Model, phase: int, config: ClassifierConfig) -> None:
         optimizer=keras.optimizers.Adam(rate),
         loss="categorical_crossentropy",
         metrics=["accuracy"],
+        jit_compile=jit_compile,
     )

@@ -22,6 +22,7 @@ keras = import_keras_quietly()
 
 from models.autoencoder import extract_encoder  # noqa: E402
 from models.classifier import build_classifier, set_phase  # noqa: E402
+from sweep.tf_env import use_xla  # noqa: E402
 
 EXPERIMENT = "classifier"
 
@@ -242,7 +243,7 @@ def train_two_phases(
     offset = boundary = 0
     start = time.perf_counter()
     for phase in (1, 2):
-        set_phase(model, phase, config)
+        set_phase(model, phase, config, jit_compile=use_xla())
         say(f"  phase {phase}: {'encoder frozen' if phase == 1 else 'fine-tuning every layer'}")
         callbacks = phase_callbacks(phase, config)
         if config.augment == "none":

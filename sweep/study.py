@@ -384,6 +384,7 @@ def make_objective(
 
     import_keras_quietly()
     from models.autoencoder import architecture_rows, build_autoencoder
+    from sweep.tf_env import use_xla
     from sweep.training import fit_autoencoder, model_summary, seed_everything
 
     def objective(trial: optuna.Trial) -> float:
@@ -406,7 +407,7 @@ def make_objective(
         ):
             trial.set_user_attr("mlflow_run_id", run.run_id)
             seed_everything(run_params["seed"])
-            model = build_autoencoder(config, data.input_shape)
+            model = build_autoencoder(config, data.input_shape, jit_compile=use_xla())
             n_params = model.count_params()
             trial.set_user_attr("param_count", n_params)
             run.log_text(model_summary(model), "model_summary.txt")

@@ -69,6 +69,13 @@ def has_gpu() -> bool:
     return False
 
 
+def use_xla() -> bool:
+    """XLA (jit_compile) on GPUs only: on the 2-core CPU of the README an XLA-compiled
+    autoencoder trained at under half the images/s of the plain one, after a first epoch of
+    30-40 s compiling (see the README's precision benchmark)."""
+    return has_gpu()
+
+
 def default_precision() -> str:
     """The precision "auto" means here: mixed_bfloat16 on GPUs of compute capability 8.0 or
     later and on CPUs with bfloat16 instructions (AVX512_BF16 or AMX), else float32.

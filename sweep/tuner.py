@@ -421,6 +421,7 @@ def make_trial(
     import_keras_quietly()
     from models.autoencoder import architecture_rows, build_autoencoder
     from sweep.study import _trial_params, recorded
+    from sweep.tf_env import use_xla
     from sweep.training import fit_autoencoder, model_summary, seed_everything
 
     def configure(trial: TunerTrial) -> tuple[Any, Split]:
@@ -461,7 +462,7 @@ def make_trial(
                 progress.epoch(step, config.epochs, logs, time.perf_counter() - started)
 
             seed_everything(run_params["seed"])
-            model = build_autoencoder(config, data.input_shape)
+            model = build_autoencoder(config, data.input_shape, jit_compile=use_xla())
             if trial.start_from is not None:
                 model.optimizer.build(model.trainable_variables)  # Adam's moments load too
                 model.load_weights(trial.start_from)
