@@ -194,3 +194,20 @@ def test_auto_and_float32_precision_build_a_float32_model() -> None:
 def test_an_unknown_precision_names_the_choices() -> None:
     with pytest.raises(ConfigError, match="precision must be one of auto, float32, mixed_bf"):
         AutoencoderConfig().replace(precision="float16")
+
+
+def test_the_gpu_input_pipeline_trains_like_the_arrays() -> None:
+    from sweep.data import Split
+    from sweep.training import fit_autoencoder, seed_everything
+
+    rng = np.random.default_rng(0)
+    images = rng.random((96, 28, 28, 1), dtype=np.float32)
+    split = Split(images[:64], np.zeros(64, int), images[64:], np.zeros(32, int))
+    config = AutoencoderConfig(filters=(4,), pool_blocks=1, epochs=2, patience=2, batch_size=16)
+    losses = {}
+    for pipeline in (False, True):
+        seed_everything(0)
+        fit = fit_autoencoder(build_autoencoder(config), split, config, pipeline=pipeline)
+        assert len(fit.val_loss) == 2 and all(np.isfinite(fit.val_loss))
+        losses[pipeline] = fit.loss[-1]
+    assert losses[True] == pytest.approx(losses[False], rel=0.2)  # same model, other batch order
