@@ -29,6 +29,7 @@ STATE_TAG = "sweep.state"
 TRIAL_TAG = "optuna.trial_number"
 STUDY_TAG = "optuna.study_name"
 PARENT_TAG = "mlflow.parentRunId"
+BEST_TAG = "sweep.best"
 STATES = {"complete": "FINISHED", "pruned": "FINISHED", "failed": "FAILED"}
 
 
@@ -117,7 +118,7 @@ class Tracker:
         return run.info.run_id
 
     def end_study_run(self, run_id: str, summary: dict[str, Any], status: str = "FINISHED") -> None:
-        """Record the study's best trial on the parent run and close it."""
+        """Record the study's best trial on the parent run, tag that trial's run, close both."""
         metrics = {k: v for k, v in summary.items() if isinstance(v, (int, float))}
         tags = {k: str(v) for k, v in summary.items() if not isinstance(v, (int, float))}
         self.client.log_batch(
@@ -125,7 +126,22 @@ class Tracker:
             metrics=[Metric(k, float(v), _now_ms(), 0) for k, v in metrics.items()],
             tags=[RunTag(k, v) for k, v in tags.items()],
         )
+        if summary.get("best_run_id"):
+            self.mark_best(run_id, str(summary["best_run_id"]))
         self.client.set_terminated(run_id, status)
+
+    def mark_best(self, parent_run_id: str, best_run_id: str) -> None:
+        """Tag the best trial's run `sweep.best=true`, and take the tag off an earlier best,
+        so the runs table (or the search `tags.sweep.best = 'true'`) shows which one won."""
+        experiment_id = self.client.get_run(parent_run_id).info.experiment_id
+        earlier = self.client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{BEST_TAG}` = 'true' and tags.`{PARENT_TAG}` = '{parent_run_id}'",
+        )
+        for run in earlier:
+            if run.info.run_id != best_run_id:
+                self.client.delete_tag(run.info.run_id, BEST_TAG)
+        self.client.set_tag(best_run_id, BEST_TAG, "true")
 
     def end_lost_run(self, run_id: str, reason: str) -> None:
         """End the run of a trial whose worker died (no heartbeat): KILLED, with the reason."""

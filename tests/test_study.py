@@ -136,6 +136,41 @@ def test_one_parent_run_per_study_holding_the_best_trial(env, tiny_space: Path) 
     assert parent.data.metrics["n_complete"] == 3
 
 
+class TrackedFake:
+    """A trial run per trial, as the real objective logs it; each trial beats the ones before."""
+
+    def factory(self, space, profile, split, tracker, parent, run_params, progress):
+        def objective(trial: optuna.Trial) -> float:
+            space.suggest(trial)
+            with tracker.trial_run(parent, space.study, trial.number, trial.params) as run:
+                trial.set_user_attr("mlflow_run_id", run.run_id)
+                return 1 / (trial.number + 1)
+
+        return objective
+
+
+def test_the_best_trial_run_alone_is_tagged_best_and_the_tag_moves(env, tiny_space: Path) -> None:
+    run, tracker, _ = env
+    space = load_space(tiny_space)
+
+    def tagged() -> list[str]:
+        experiment = tracker.client.get_experiment_by_name("tiny")
+        runs = tracker.client.search_runs([experiment.experiment_id], "tags.`sweep.best` = 'true'")
+        return [r.info.run_id for r in runs]
+
+    first_best = run(space, TrackedFake(), n_trials=1).best_trial.user_attrs["mlflow_run_id"]
+    assert tagged() == [first_best]
+    study = run(space, TrackedFake())
+    best_run = study.best_trial.user_attrs["mlflow_run_id"]
+    assert best_run != first_best
+    assert tagged() == [best_run]
+    parent = tracker.client.get_run(
+        tracker.client.get_run(best_run).data.tags["mlflow.parentRunId"]
+    )
+    assert parent.data.tags["best_run_id"] == best_run
+    assert parent.data.tags["best.filters"] == study.best_params["filters"]
+
+
 def test_plan_counts_done_points_and_queues_failed_ones(tmp_path: Path, tiny_space: Path) -> None:
     space = load_space(tiny_space)
     study = optuna.create_study(sampler=space.make_sampler())
