@@ -20,7 +20,7 @@ SPACE ?= filters
 
 .DEFAULT_GOAL := help
 .PHONY: help setup dataset sweep-filters sweep-kernel sweep-batch sweep-lr sweep-depth sweep sweep-classifier \
-	studies classify report ui services services-stop workers test test-fast lint clean
+	studies classify report ui dashboard services services-stop workers test test-fast lint clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -79,6 +79,9 @@ report: $(STAMP) ## Write the PDF report of every study to $(OUTPUT)/report.pdf
 
 ui: $(STAMP) ## Open the MLflow UI on the project's store (127.0.0.1:5000)
 	$(SWEEP) ui
+
+dashboard: $(STAMP) ## Open Optuna's dashboard on the project's storage (127.0.0.1:8080)
+	$(SWEEP) dashboard
 
 services: setup ## Start PostgreSQL + an MLflow server on loopback, for many workers
 	$(SWEEP) services start --pg-port $(PG_PORT) --mlflow-port $(MLFLOW_PORT)

@@ -1,13 +1,11 @@
-"""The `sweep` command: run, classify, show, studies, report, services, ui. Each subcommand
-returns an exit code."""
+"""The `sweep` command: run, classify, show, studies, report, services, ui, dashboard. Each
+subcommand returns an exit code."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import signal
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -220,44 +218,47 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def free_port(host: str, port: int, tries: int = 20) -> int:
-    """`port` if nothing listens there, else the next free one."""
-    for candidate in range(port, port + tries):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((host, candidate))
-                return candidate
-            except OSError:
-                continue
-    raise SweepError(f"ports {port}-{port + tries - 1} on {host} are busy; pass --port N")
-
-
 def cmd_ui(args: argparse.Namespace) -> int:
+    from sweep.browse import mlflow_ui_command, pick_port, run_mlflow_ui
+    from sweep.study import mask_url
+
     uri = tracking_uri(args)
     if uri.startswith(("http://", "https://")):
-        print(f"The runs are on the MLflow server: open {uri}")
+        print(f"The runs are on the MLflow server: open {mask_url(uri)}")
         return 0
-    port = free_port(args.host, args.port)
-    if port != args.port:
-        print(f"Port {args.port} is busy; using {port}.")
+    port = pick_port(args.host, args.port, print)
     artifacts = (output_dir(args) / "mlartifacts").resolve().as_uri()
-    command = [
-        sys.executable, "-m", "mlflow", "ui",
-        "--backend-store-uri", uri,
-        "--default-artifact-root", artifacts,
-        "--host", args.host,
-        "--port", str(port),
-    ]  # fmt: skip
-    address = f"http://{args.host}:{port}/#/experiments?workflowType=machine_learning"
-    print(f"MLflow UI for {uri}\nOpen {address}  (Ctrl-C stops it)", flush=True)
-    process = subprocess.Popen(command)
+    print(f"MLflow UI for {mask_url(uri)}: starting on {args.host}:{port} ...", flush=True)
+    command = mlflow_ui_command(uri, artifacts, args.host, port)
     try:
-        return process.wait()
+        run_mlflow_ui(command, f"http://{args.host}:{port}", lambda text: print(text, flush=True))
     except KeyboardInterrupt:
-        process.terminate()
-        process.wait(timeout=10)
-        print("MLflow UI stopped.")
-        return 0
+        print("\nMLflow UI stopped.")
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from sweep.browse import dashboard_server, pick_port
+    from sweep.study import mask_url, open_storage
+
+    url = storage_url(args)
+    storage = open_storage(url)
+    port = pick_port(args.host, args.port, print)
+    server = dashboard_server(storage, args.host, port)
+    print(
+        f"Optuna dashboard for {mask_url(url)}\n"
+        f"Open http://{args.host}:{port}/dashboard  (Ctrl-C stops it)",
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("\nOptuna dashboard stopped.")
+        return EXIT_INTERRUPTED
+    finally:
+        server.server_close()
+    return 0
 
 
 def cmd_services(args: argparse.Namespace) -> int:
@@ -395,9 +396,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     ui = sub.add_parser("ui", help="open the MLflow UI on the project's store")
     ui.add_argument("--tracking-uri", help="MLflow tracking URI (default: the output folder's)")
-    ui.add_argument("--host", default="127.0.0.1")
-    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    ui.add_argument("--port", type=int, default=5000, help="default 5000, or the next free one")
     ui.set_defaults(func=cmd_ui)
+
+    dashboard = sub.add_parser("dashboard", help="open Optuna's dashboard on the project's storage")
+    dashboard.add_argument(
+        "--storage", help="Optuna RDB URL (default: sqlite in the output folder)"
+    )
+    dashboard.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: loopback)"
+    )
+    dashboard.add_argument(
+        "--port", type=int, default=8080, help="default 8080, or the next free one"
+    )
+    dashboard.set_defaults(func=cmd_dashboard)
     return parser
 
 

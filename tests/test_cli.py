@@ -153,7 +153,7 @@ def test_studies_on_an_empty_store_says_how_to_start(tmp_path: Path, capsys) -> 
 def test_free_port_skips_a_busy_one() -> None:
     import socket
 
-    from sweep.cli import free_port
+    from sweep.browse import free_port
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
