@@ -85,8 +85,8 @@ def test_a_trial_whose_loss_turns_nan_fails_and_the_study_goes_on(
     keras = import_keras_quietly()
     real_build = autoencoder.build_autoencoder
 
-    def build_with_nan_loss_for_8_8(config, input_shape=(28, 28, 1)):
-        model = real_build(config, input_shape)
+    def build_with_nan_loss_for_8_8(config, input_shape=(28, 28, 1), **options):
+        model = real_build(config, input_shape, **options)
         if config.filters == (8, 8):
             model.compile(
                 optimizer="adam",

@@ -243,10 +243,10 @@ def test_grid_over_filters_logs_a_run_per_point_and_failed_points_end_failed(
     keras = import_keras_quietly()
     real_build = autoencoder.build_autoencoder
 
-    def build(config, input_shape=(28, 28, 1)):
+    def build(config, input_shape=(28, 28, 1), **options):
         if config.filters == (64, 128, 256):
             raise RuntimeError("OOM when allocating tensor")
-        model = real_build(config, input_shape)
+        model = real_build(config, input_shape, **options)
         if config.filters == (8, 16, 32):
             nan = float("nan")
             model.compile(optimizer="adam", loss=lambda y, p: keras.ops.mean(y - p) * nan)
