@@ -147,7 +147,7 @@ def plot(curves: dict[str, list[tuple[int, float | None]]], grid_best: float, pa
             if math.isfinite(best):
                 xs.append(spent)
                 ys.append(best)
-        method = label.rsplit(" ", 1)[0]
+        method = label.split(" seed")[0]
         ax.step(xs, ys, where="post", color=colours.get(method, "k"), alpha=0.8,
                 label=method if label.endswith("seed 0") or method == "grid" else None)  # fmt: skip
     ax.axhline(grid_best * (1 + TOLERANCE), color="C3", ls=":", label="grid best + 2%")
