@@ -523,7 +523,6 @@ def run_sweep(
     `objective_factory` (default: the space's kind's) lets tests drive the same study code
     with a fake objective. A classifier space needs `encoder` (an EncoderSource).
     """
-    from sweep.data import subset_and_split
 
     if space.kind == "classifier" and encoder is None and objective_factory is None:
         raise SweepError(f"{space.path} trains a classifier: pass --encoder-from or run a sweep")
@@ -543,22 +542,8 @@ def run_sweep(
     if todo.n_trials == 0:
         say("Nothing left to run; raise --n-trials to extend the study.")
         return study
-    images, labels = source.training()
-    split = subset_and_split(
-        images, labels, subset=profile.subset, val_fraction=profile.val_fraction, seed=seed
-    )
-    split.take(space.base.train_size, space.base.val_size)
-    say(
-        f"Data: {source.name} ({source.location}), profile {profile.name}: "
-        f"{len(split.x_train)} train / {len(split.x_val)} validation images"
-    )
-    run_params = {
-        "study": space.study,
-        "space_file": str(space.path),
-        "profile": profile.name,
-        "dataset": source.name,
-        "seed": seed,
-    }
+    split, n_classes = load_split(space, profile, source, seed, say)
+    run_params = study_run_params(space.study, space, profile, source, seed)
     with lock():
         settings = {"sampler": space.sampler, "pruner": space.pruner, "n_trials": todo.budget}
         parent = tracker.study_run(space.study, {**run_params, **settings})
@@ -570,9 +555,7 @@ def run_sweep(
     progress = Progress(todo.n_trials, progress_stream)
     factory = objective_factory or make_objective
     if objective_factory is None and space.kind == "classifier":
-        factory = partial(
-            make_classifier_objective, encoder=encoder, n_classes=int(labels.max()) + 1
-        )
+        factory = partial(make_classifier_objective, encoder=encoder, n_classes=n_classes)
     objective = factory(space, profile, split, tracker, parent, run_params, progress)
     status = "FINISHED"
     try:
@@ -583,6 +566,38 @@ def run_sweep(
     finally:
         tracker.end_study_run(parent, best_summary(study, space), status)
     return study
+
+
+def load_split(
+    space: SearchSpace, profile: Profile, source: DataSource, seed: int, say: Callable
+) -> tuple[Split, int]:
+    """The profile's seeded train/validation split of the source's training file (the space's
+    train_size/val_size checked against it), announced with `say`, and the file's class count."""
+    from sweep.data import subset_and_split
+
+    images, labels = source.training()
+    split = subset_and_split(
+        images, labels, subset=profile.subset, val_fraction=profile.val_fraction, seed=seed
+    )
+    split.take(space.base.train_size, space.base.val_size)
+    say(
+        f"Data: {source.name} ({source.location}), profile {profile.name}: "
+        f"{len(split.x_train)} train / {len(split.x_val)} validation images"
+    )
+    return split, int(labels.max()) + 1
+
+
+def study_run_params(
+    study: str, space: SearchSpace, profile: Profile, source: DataSource, seed: int
+) -> dict[str, Any]:
+    """What every run of a study records about where it came from."""
+    return {
+        "study": study,
+        "space_file": str(space.path),
+        "profile": profile.name,
+        "dataset": source.name,
+        "seed": seed,
+    }
 
 
 def _work(study, storage, space, todo: Plan, lock, objective, say, heartbeat_seconds) -> None:

@@ -516,8 +516,7 @@ def run_search(
     tuner's choices. `trial_factory` (default: make_trial) lets tests drive the same search with
     a fake recipe.
     """
-    from sweep.data import subset_and_split
-    from sweep.study import Progress
+    from sweep.study import Progress, load_split, study_run_params
 
     check_space(space, tuner)
     study = study_name(space, tuner)
@@ -535,21 +534,9 @@ def run_search(
     if left == 0:
         say("Nothing left to run; raise --n-trials to extend the search.")
         return trial_records(kt_tuner.oracle.trials.values(), space, _run_ids(tracker, study))
-    images, labels = source.training()
-    split = subset_and_split(
-        images, labels, subset=profile.subset, val_fraction=profile.val_fraction, seed=seed
-    )
-    split.take(space.base.train_size, space.base.val_size)
-    say(
-        f"Data: {source.name} ({source.location}), profile {profile.name}: "
-        f"{len(split.x_train)} train / {len(split.x_val)} validation images"
-    )
+    split, _ = load_split(space, profile, source, seed, say)
     run_params = {
-        "study": study,
-        "space_file": str(space.path),
-        "profile": profile.name,
-        "dataset": source.name,
-        "seed": seed,
+        **study_run_params(study, space, profile, source, seed),
         "backend": BACKEND,
         "tuner": tuner,
     }
