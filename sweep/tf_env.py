@@ -58,10 +58,16 @@ def has_gpu() -> bool:
 
 
 def use_xla() -> bool:
-    """XLA (jit_compile) on GPUs only: on the 2-core CPU of the README an XLA-compiled
-    autoencoder trained at under half the images/s of the plain one, after a first epoch of
-    30-40 s compiling (see the README's precision benchmark)."""
-    return has_gpu()
+    """Whether to compile the train step (Keras' jit_compile).
+
+    TensorFlow: on GPUs only; on the 2-core CPU of the README an XLA-compiled autoencoder
+    trained at under half the images/s of the plain one, after a first epoch of 30-40 s
+    compiling (see the README's precision benchmark). JAX: always, since without jit it runs
+    op by op. Torch: never (torch.compile recompiles for every trial's model)."""
+    backend = import_keras_quietly().backend.backend()
+    if backend == "jax":
+        return True
+    return backend == "tensorflow" and has_gpu()
 
 
 def default_precision() -> str:

@@ -211,3 +211,14 @@ def test_the_gpu_input_pipeline_trains_like_the_arrays() -> None:
         assert len(fit.val_loss) == 2 and all(np.isfinite(fit.val_loss))
         losses[pipeline] = fit.loss[-1]
     assert losses[True] == pytest.approx(losses[False], rel=0.2)  # same model, other batch order
+
+
+@pytest.mark.parametrize(("backend", "expected"), [("jax", True), ("torch", False)])
+def test_train_steps_compile_on_jax_always_and_never_on_torch(
+    monkeypatch: pytest.MonkeyPatch, backend: str, expected: bool
+) -> None:
+    from sweep.tf_env import has_gpu, use_xla
+
+    assert use_xla() == has_gpu()  # TensorFlow: XLA on GPUs only (slower on the CPU)
+    monkeypatch.setattr(keras.backend, "backend", lambda: backend)
+    assert use_xla() is expected  # eager JAX would run op by op
