@@ -96,6 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             seed=args.seed,
             encoder=encoder,
             heartbeat_seconds=args.heartbeat or None,
+            isolate=not args.in_process,
         )
     print(describe_best(study, space))
     print("Browse the runs: make ui (or: sweep ui)")
@@ -337,6 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="a running trial's heartbeat (default 30; 0: off); a trial silent for 4 beats "
         "is failed and retried by a live worker",
+    )
+    run.add_argument(
+        "--in-process",
+        action="store_true",
+        help="train autoencoder trials in this process, not one process each (for "
+        "debuggers; memory then grows from trial to trial)",
     )
     run.add_argument(
         "--backend",

@@ -7,6 +7,7 @@ import hashlib
 import os
 import socket
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -338,6 +339,7 @@ def recorded(trial: optuna.Trial, run: Any, progress: Progress, started: float) 
     """Record how a trial ended in both stores: pruned, or failed with its reason and
     traceback; then free Keras' memory for the next trial."""
     from sweep.training import Diverged, live_graphs, release
+    from sweep.worker import TrialProcessError
 
     graphs = live_graphs()
     try:
@@ -350,9 +352,11 @@ def recorded(trial: optuna.Trial, run: Any, progress: Progress, started: float) 
         progress.trial_ended("pruned", f"{exc} ({seconds:.1f} s)")
         raise
     except Exception as exc:
-        reason = str(exc) if isinstance(exc, Diverged) else f"{type(exc).__name__}: {exc}"
+        plain = isinstance(exc, Diverged | TrialProcessError)
+        reason = str(exc) if plain else f"{type(exc).__name__}: {exc}"
         trial.set_user_attr("fail_reason", reason)
-        run.log_text(traceback.format_exc(), "traceback.txt")
+        child = getattr(exc, "child_traceback", None)
+        run.log_text(child or traceback.format_exc(), "traceback.txt")
         run.finish("failed", reason=reason)
         progress.trial_ended("failed", reason)
         raise
@@ -378,22 +382,35 @@ def make_objective(
     parent_run_id: str,
     run_params: dict[str, Any],
     progress: Progress,
+    *,
+    isolate: bool = True,
 ) -> Callable[[optuna.Trial], float]:
-    """The trial recipe: suggest, build, fit with per-epoch reports, record, return val_loss."""
-    from sweep.tf_env import import_keras_quietly
+    """The trial recipe: suggest, build, fit with per-epoch reports, record, return val_loss.
 
-    import_keras_quietly()
-    from models.autoencoder import architecture_rows, build_autoencoder
-    from sweep.tf_env import use_xla
-    from sweep.training import fit_autoencoder, model_summary, seed_everything
+    With `isolate` each trial trains in a process of its own (sweep.worker): memory does not
+    grow from trial to trial and a crash fails that trial alone. Without it, in this process
+    (monkeypatched builders in tests, debuggers)."""
+    from sweep.tf_env import import_keras_quietly, use_xla
+    from sweep.training import Diverged, train_trial
+    from sweep.worker import call_in_process
+
+    import_keras_quietly(initialise=not isolate)
 
     def objective(trial: optuna.Trial) -> float:
         config = profile.apply(space.config_for(space.suggest(trial)))
         data = split.take(config.train_size, config.val_size)
         progress.trial_started(trial.number, {k: format_value(v) for k, v in trial.params.items()})
         started = time.perf_counter()
+        facts: dict[str, Any] = {}
 
-        def on_epoch(epoch: int, logs: dict[str, float]) -> None:
+        def on_event(event: tuple) -> None:
+            if event[0] == "built":
+                facts.update(event[1])
+                trial.set_user_attr("param_count", facts["param_count"])
+                run.log_text(facts["summary"], "model_summary.txt")
+                run.log_dict(facts["architecture"], "architecture.json")
+                return
+            _, epoch, logs = event
             run.log_epoch(epoch, {"loss": logs["loss"], "val_loss": logs["val_loss"]})
             progress.epoch(epoch, config.epochs, logs, time.perf_counter() - started)
             trial.report(logs["val_loss"], epoch)
@@ -404,15 +421,19 @@ def make_objective(
         with (
             tracker.trial_run(parent_run_id, space.study, trial.number, params) as run,
             recorded(trial, run, progress, started),
+            tempfile.TemporaryDirectory(prefix="sweep-trial-") as tmp,
         ):
             trial.set_user_attr("mlflow_run_id", run.run_id)
-            seed_everything(run_params["seed"])
-            model = build_autoencoder(config, data.input_shape, jit_compile=use_xla())
-            n_params = model.count_params()
-            trial.set_user_attr("param_count", n_params)
-            run.log_text(model_summary(model), "model_summary.txt")
-            run.log_dict(architecture_rows(model), "architecture.json")
-            fit = fit_autoencoder(model, data, config, on_epoch)
+            model_path = str(Path(tmp) / "model.keras")
+            args = (config, data, run_params["seed"], use_xla(), model_path)
+            if isolate:
+                fit, peak_mib = call_in_process(
+                    train_trial, *args, on_event=on_event, rebuild={"Diverged": Diverged}
+                )
+                trial.set_user_attr("peak_rss_mib", round(peak_mib, 1))
+            else:
+                fit = train_trial(on_event, *args)
+            n_params = facts["param_count"]
             results = {
                 "best_val_loss": fit.best_val_loss,
                 "best_epoch": fit.best_epoch,
@@ -421,10 +442,12 @@ def make_objective(
                 "param_count": n_params,
                 "images_per_second": len(data.x_train) * len(fit.loss) / fit.seconds,
             }
+            if isolate:
+                results["peak_rss_mib"] = peak_mib
             run.log_results(results)
             for key in ("train_seconds", "best_epoch", "epochs_run"):
                 trial.set_user_attr(key, results[key])
-            run.log_model(model)
+            run.log_model(model_path)
             progress.trial_ended(
                 "complete",
                 f"best val_loss {fit.best_val_loss:.5f} at epoch {fit.best_epoch}, "
@@ -516,12 +539,14 @@ def run_sweep(
     objective_factory: Callable[..., Callable[[optuna.Trial], float]] | None = None,
     encoder: Any = None,
     heartbeat_seconds: int | None = HEARTBEAT_SECONDS,
+    isolate: bool = True,
 ) -> optuna.Study:
     """Work on the space's study until its study-wide budget is spent: one worker, which
     any number of others (same storage and tracking server) may join at any time.
 
     `objective_factory` (default: the space's kind's) lets tests drive the same study code
     with a fake objective. A classifier space needs `encoder` (an EncoderSource).
+    `isolate=False` trains autoencoder trials in this process instead of one process each.
     """
 
     if space.kind == "classifier" and encoder is None and objective_factory is None:
@@ -553,7 +578,7 @@ def run_sweep(
             if _key(point) not in busy:
                 study.enqueue_trial(point)
     progress = Progress(todo.n_trials, progress_stream)
-    factory = objective_factory or make_objective
+    factory = objective_factory or partial(make_objective, isolate=isolate)
     if objective_factory is None and space.kind == "classifier":
         factory = partial(make_classifier_objective, encoder=encoder, n_classes=n_classes)
     objective = factory(space, profile, split, tracker, parent, run_params, progress)

@@ -10,15 +10,24 @@ import sys
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# JAX: a trial takes the GPU memory it needs, not 75% of it up front (sweep.worker)
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 
-def import_keras_quietly():
-    """Import keras and initialise its devices with stderr silenced at the file-descriptor level.
+_initialised = False
+
+
+def import_keras_quietly(initialise: bool = True):
+    """Import keras and (unless `initialise` is False) initialise its devices, with stderr
+    silenced at the file-descriptor level.
 
     TensorFlow's native start-up messages bypass TF_CPP_MIN_LOG_LEVEL; they are captured and
-    shown only if the import fails.
+    shown only if the import fails. Without `initialise` no device is touched: what a process
+    that forks trial processes needs (sweep.worker), and what lets a sweep leave the GPU's
+    memory to its trials.
     """
-    if "keras" in sys.modules:
+    global _initialised
+    if "keras" in sys.modules and (_initialised or not initialise):
         return sys.modules["keras"]
     sys.stderr.flush()
     saved = os.dup(2)
@@ -31,7 +40,9 @@ def import_keras_quietly():
                 import tensorflow as tf
 
                 tf.get_logger().setLevel("ERROR")
-            keras.ops.convert_to_tensor(0.0)
+            if initialise:
+                keras.ops.convert_to_tensor(0.0)
+                _initialised = True
         except BaseException:
             os.dup2(saved, 2)
             captured.seek(0)
@@ -44,8 +55,8 @@ def import_keras_quietly():
 
 
 def has_gpu() -> bool:
-    """Whether Keras' backend sees a GPU."""
-    keras = import_keras_quietly()
+    """Whether Keras' backend sees a GPU (asked without initialising any device)."""
+    keras = import_keras_quietly(initialise=False)
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
@@ -64,7 +75,7 @@ def use_xla() -> bool:
     trained at under half the images/s of the plain one, after a first epoch of 30-40 s
     compiling (see the README's precision benchmark). JAX: always, since without jit it runs
     op by op. Torch: never (torch.compile recompiles for every trial's model)."""
-    backend = import_keras_quietly().backend.backend()
+    backend = import_keras_quietly(initialise=False).backend.backend()
     if backend == "jax":
         return True
     return backend == "tensorflow" and has_gpu()
@@ -77,7 +88,7 @@ def default_precision() -> str:
     On CPUs with bfloat16 instructions, benchmarks/precision.py measured mixed_bfloat16 at 1.47x
     float32's images/s but 3.9% worse val_loss on the largest filter configuration, outside the
     2% a default may cost (see the README); choose it with `--set precision=mixed_bfloat16`."""
-    keras = import_keras_quietly()
+    keras = import_keras_quietly(initialise=False)
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf

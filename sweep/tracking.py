@@ -221,7 +221,10 @@ class TrialRun:
         self.client.log_artifact(self.run_id, str(path), folder)
 
     def log_model(self, model: Any, name: str = "model.keras") -> None:
-        """Save the Keras model to a temporary file and store it as an artifact."""
+        """Store a Keras model (or a saved model's file) as an artifact."""
+        if isinstance(model, str | Path):
+            self.client.log_artifact(self.run_id, str(model))
+            return
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / name
             model.save(path)

@@ -11,7 +11,7 @@ from models.config import AutoencoderConfig
 from sweep.data import Split
 from sweep.tf_env import import_keras_quietly
 
-keras = import_keras_quietly()
+keras = import_keras_quietly(initialise=False)  # devices start with the first fit
 
 EpochHook = Callable[[int, dict[str, float]], None]
 
@@ -67,6 +67,7 @@ def fit_autoencoder(
     `pipeline` feeds a cached, prefetched tf.data pipeline instead of the arrays (default: on a
     GPU with TensorFlow, where it keeps the device busy; on a CPU the arrays are as fast).
     """
+    import_keras_quietly()
     result = FitResult()
     callbacks = [
         keras.callbacks.EarlyStopping(
@@ -97,6 +98,33 @@ def fit_autoencoder(
     finally:
         result.seconds = time.perf_counter() - start
     return result
+
+
+def train_trial(
+    report: Callable[[tuple], None],
+    config: AutoencoderConfig,
+    data: Split,
+    seed: int,
+    jit_compile: bool | str,
+    model_path: str,
+) -> FitResult:
+    """A sweep trial's training, in or out of the sweep's process (sweep.worker): seed, build,
+    fit, save the model to `model_path`. `report` gets ("built", facts) once the model is
+    built and ("epoch", epoch, logs) after each epoch; it may raise to stop the fit."""
+    import_keras_quietly()
+    from models.autoencoder import architecture_rows, build_autoencoder
+
+    seed_everything(seed)
+    model = build_autoencoder(config, data.input_shape, jit_compile=jit_compile)
+    facts = {
+        "param_count": model.count_params(),
+        "summary": model_summary(model),
+        "architecture": architecture_rows(model),
+    }
+    report(("built", facts))
+    fit = fit_autoencoder(model, data, config, lambda epoch, logs: report(("epoch", epoch, logs)))
+    model.save(model_path)
+    return fit
 
 
 def _dataset(images, batch_size: int, shuffle: bool):

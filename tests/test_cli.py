@@ -56,6 +56,7 @@ def test_run_records_complete_trials_and_nested_mlflow_runs_then_continues(
         assert len(client.get_metric_history(run.info.run_id, "loss")) == 2
         assert metrics["best_val_loss"] == pytest.approx(min(m.value for m in history))
         assert metrics["param_count"] > 0 and metrics["train_seconds"] > 0
+        assert metrics["peak_rss_mib"] > 100  # the trial's own process: Keras and a model
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"model.keras", "model_summary.txt", "architecture.json"} <= artifacts
         trial = study.trials[int(tags["optuna.trial_number"])]
@@ -96,7 +97,7 @@ def test_a_trial_whose_loss_turns_nan_fails_and_the_study_goes_on(
 
     monkeypatch.setattr(autoencoder, "build_autoencoder", build_with_nan_loss_for_8_8)
     out = tmp_path / "out"
-    assert run_cli("--output", out, "run", tiny_space, *idx_args) == 0
+    assert run_cli("--output", out, "run", tiny_space, "--in-process", *idx_args) == 0
     assert "failed: loss became nan at epoch 1" in capsys.readouterr().out
 
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'optuna.db'}")

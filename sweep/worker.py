@@ -1,0 +1,130 @@
+"""Run a trial's training in a process of its own.
+
+TensorFlow keeps memory from every model a process has trained, even after
+`keras.backend.clear_session()` and the graph clean-up in sweep.training.release:
+benchmarks/memory.py measured the resident set growing by 24% over 20 trials in one process.
+A process per trial hands all of it back to the system when the trial ends, and a trial that
+kills its process (out of memory, a native crash) fails alone instead of ending the study.
+
+The processes fork from a server (multiprocessing's "forkserver") that imported Keras and its
+backend once, without touching any device, so a trial's process starts in a fraction of a
+second rather than the seconds a TensorFlow import takes.
+
+The target runs as `target(report, *args)`; `report(event)` hands `event` to the caller's
+`on_event` and returns once it has been handled there. If `on_event` raises (Optuna pruning,
+say), the target is stopped at that point and the same exception is raised in the caller.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import resource
+import signal
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+PRELOAD = ["sweep.preload"]
+
+
+class TrialProcessError(RuntimeError):
+    """The trial's process raised or died; `child_traceback` holds its traceback, if any."""
+
+    def __init__(self, message: str, child_traceback: str | None = None) -> None:
+        super().__init__(message)
+        self.child_traceback = child_traceback
+
+
+class _Stopped(BaseException):
+    """Raised inside the target when the caller's on_event raised."""
+
+
+def _context():
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    return context
+
+
+def call_in_process(
+    target: Callable[..., Any],
+    *args: Any,
+    on_event: Callable[[Any], None] | None = None,
+    rebuild: dict[str, type[Exception]] | None = None,
+) -> tuple[Any, float]:
+    """`target(report, *args)` in a fresh process: returns its result and the process's peak
+    resident set in MiB. `target` and `args` must pickle (a module-level function).
+
+    An exception in the target is raised here as the `rebuild` class named like it (its
+    message kept), else as TrialProcessError("Type: message") with the child's traceback."""
+    context = _context()
+    ours, theirs = context.Pipe()
+    process = context.Process(target=_child, args=(theirs, target, args), daemon=True)
+    process.start()
+    theirs.close()
+    try:
+        while True:
+            try:
+                message = ours.recv()
+            except EOFError:
+                process.join(timeout=10)
+                raise TrialProcessError(_death(process.exitcode)) from None
+            kind = message[0]
+            if kind == "event":
+                try:
+                    if on_event is not None:
+                        on_event(message[1])
+                except BaseException:
+                    ours.send("stop")
+                    _wait_stopped(ours)
+                    raise
+                ours.send(None)
+            elif kind == "result":
+                return message[1], message[2]
+            else:  # "error"
+                _, name, text, child_traceback = message
+                if rebuild and name in rebuild:
+                    error = rebuild[name](text)
+                    error.child_traceback = child_traceback  # type: ignore[attr-defined]
+                    raise error
+                raise TrialProcessError(f"{name}: {text}", child_traceback)
+    finally:
+        ours.close()
+        process.join(timeout=10)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+def _wait_stopped(connection) -> None:
+    """Drain the child's last message after a stop request (it ends with "stopped")."""
+    try:
+        while connection.recv()[0] == "event":
+            connection.send("stop")
+    except EOFError:
+        pass
+
+
+def _death(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        hint = " (the system may have run out of memory)" if name == "SIGKILL" else ""
+        return f"the trial's process was killed by {name}{hint}"
+    return f"the trial's process ended without a result (exit code {exitcode})"
+
+
+def _child(connection, target: Callable[..., Any], args: tuple) -> None:
+    def report(event: Any) -> None:
+        connection.send(("event", event))
+        if connection.recv() is not None:
+            raise _Stopped
+
+    try:
+        result = target(report, *args)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        connection.send(("result", result, peak))
+    except _Stopped:
+        connection.send(("stopped",))
+    except BaseException as exc:  # noqa: BLE001 - everything goes back to the caller
+        connection.send(("error", type(exc).__name__, str(exc), traceback.format_exc()))
+    finally:
+        connection.close()
