@@ -32,7 +32,7 @@ KINDS: dict[str, tuple[type[Config], str, str]] = {
     "classifier": (ClassifierConfig, "val_accuracy", "maximize"),
 }
 SAMPLERS = ("grid", "tpe", "random")
-PRUNERS = ("none", "median", "hyperband")
+PRUNERS = ("none", "median", "successive_halving", "hyperband")
 _RANGE_KEYS = {"low", "high", "log", "step"}
 
 
@@ -199,6 +199,8 @@ class SearchSpace:
 
         if self.pruner == "median":
             return optuna.pruners.MedianPruner(**self.pruner_options)
+        if self.pruner == "successive_halving":
+            return optuna.pruners.SuccessiveHalvingPruner(**self.pruner_options)
         if self.pruner == "hyperband":
             return optuna.pruners.HyperbandPruner(**self.pruner_options)
         return optuna.pruners.NopPruner()

@@ -304,3 +304,23 @@ def test_numbers_in_scientific_notation_are_floats(text: str, value) -> None:
     from sweep.space import load_yaml
 
     assert load_yaml(text) == value and type(load_yaml(text)) is type(value)
+
+
+@pytest.mark.parametrize(
+    ("pruner", "cls"),
+    [
+        ("median", optuna.pruners.MedianPruner),
+        ("successive_halving", optuna.pruners.SuccessiveHalvingPruner),
+        ("hyperband", optuna.pruners.HyperbandPruner),
+        ("none", optuna.pruners.NopPruner),
+    ],
+)
+def test_each_pruner_name_builds_optunas_class_with_its_options(tmp_path: Path, pruner, cls):
+    options = {"median": "n_warmup_steps: 1", "successive_halving": "min_resource: 1",
+               "hyperband": "min_resource: 1", "none": ""}[pruner]  # fmt: skip
+    text = BASE + "params: {kernel_size: {values: [3, 5]}}\n"
+    text += f"pruner: {{name: {pruner}{', ' + options if options else ''}}}\n"
+    space = load_space(write(tmp_path, text))
+    assert type(space.make_pruner()) is cls
+    if pruner == "successive_halving":
+        assert space.make_pruner()._min_resource == 1
