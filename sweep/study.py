@@ -392,8 +392,10 @@ def make_objective(
     (monkeypatched builders in tests, debuggers)."""
     from sweep.tf_env import import_keras_quietly, use_xla
     from sweep.training import Diverged, train_trial
-    from sweep.worker import call_in_process
+    from sweep.worker import call_in_process, start_server
 
+    if isolate:
+        start_server()
     import_keras_quietly(initialise=not isolate)
 
     def objective(trial: optuna.Trial) -> float:
@@ -567,6 +569,10 @@ def run_sweep(
     if todo.n_trials == 0:
         say("Nothing left to run; raise --n-trials to extend the study.")
         return study
+    if isolate and objective_factory is None and space.kind == "autoencoder":
+        from sweep.worker import start_server
+
+        start_server()  # its Keras import overlaps loading the data
     split, n_classes = load_split(space, profile, source, seed, say)
     run_params = study_run_params(space.study, space, profile, source, seed)
     with lock():

@@ -45,6 +45,15 @@ def _context():
     return context
 
 
+def start_server() -> None:
+    """Start the server now (idempotent), so its Keras import overlaps the caller's set-up
+    instead of delaying the first trial."""
+    _context()
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
+
+
 def call_in_process(
     target: Callable[..., Any],
     *args: Any,
