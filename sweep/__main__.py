@@ -2,4 +2,5 @@ import sys
 
 from sweep.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # trial processes (sweep.worker) may import this module
+    sys.exit(main())
