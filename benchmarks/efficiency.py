@@ -4,6 +4,7 @@ of the one-factor studies' values (filters, kernel, batch, lr, depth: each facto
 around the defaults).
 
     python benchmarks/efficiency.py [--output runs] [--seeds 3] [--subset N]
+        [--pruner NAME] [--pruner-options JSON] [--sampler-options JSON] [--baseline CSV]
 
 The quick profile (6 epochs, early stopping after 2) on its Fashion-MNIST split, the same data
 and weight seed everywhere; the seeds vary the searches' own choices. Optuna and random search
@@ -12,6 +13,11 @@ Hyperband's epochs. Prints a table, writes <output>/benchmarks/efficiency.csv (e
 efficiency.png (the curves) and ends with the key figure.
 Targets: Optuna with pruning within 2% of the grid's best val_loss using at most 30% of the
 grid's epochs; its median best val_loss no worse than Hyperband's at Hyperband's budget.
+
+The Optuna search uses joint.yaml's sampler and pruner unless `--pruner`, `--pruner-options`
+or `--sampler-options` (JSON, merged into the file's) say otherwise. `--baseline` takes the
+grid, Hyperband and random-search rows from an earlier run's efficiency.csv (same data size
+and seeds) instead of training them again, to compare Optuna settings at a third of the cost.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import argparse
 import contextlib
 import dataclasses
 import io
+import json
 import math
 import statistics
 import sys
@@ -117,6 +124,23 @@ def run_hyperband(
     return [(r.epochs_trained, r.best_val_loss) for r in sorted(records, key=lambda r: r.number)]
 
 
+def load_baseline(path: Path, seeds: int) -> dict[str, list[tuple[int, float | None]]]:
+    """The grid, Hyperband and random rows of an earlier efficiency.csv, by search label."""
+    import csv
+
+    rows: dict[str, list[tuple[int, float | None]]] = {}
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            value = float(row["best_val_loss"]) if row["best_val_loss"] else None
+            rows.setdefault(row["search"], []).append((int(row["epochs"]), value))
+    wanted = ["grid"] + [f"{name} seed {seed}" for name in ("keras-tuner-hyperband", "random")
+                         for seed in range(seeds)]  # fmt: skip
+    missing = [label for label in wanted if label not in rows]
+    if missing:
+        raise SystemExit(f"--baseline {path}: no rows for {', '.join(missing)}; run without it")
+    return rows
+
+
 def best_within(rows: list[tuple[int, float | None]], budget: float) -> float:
     """Best val_loss among the trials finished within `budget` epochs (inf if none)."""
     spent, best = 0, math.inf
@@ -170,6 +194,12 @@ def main() -> int:
         default=None,
         help="training-file images (default: the quick profile's)",
     )
+    parser.add_argument("--pruner", help="the Optuna search's pruner (default: joint.yaml's)")
+    parser.add_argument("--pruner-options", type=json.loads, default=None, metavar="JSON")
+    parser.add_argument("--sampler-options", type=json.loads, default={}, metavar="JSON")
+    parser.add_argument(
+        "--baseline", type=Path, metavar="CSV", help="reuse the other searches' rows of this CSV"
+    )
     args = parser.parse_args()
 
     from sweep.data import find_source
@@ -187,29 +217,43 @@ def main() -> int:
     joint = load_space(ROOT / "search_spaces" / "joint.yaml")
     print(f"profile {profile.name}, {profile.subset} images, {profile.epochs} epochs", flush=True)
 
+    tpe = dataclasses.replace(
+        joint,
+        sampler_options={**joint.sampler_options, **args.sampler_options},
+        pruner=args.pruner or joint.pruner,
+        pruner_options=joint.pruner_options if args.pruner_options is None else args.pruner_options,
+    )
+    tpe.make_pruner()  # a wrong option fails now
+    print(f"Optuna: {tpe.sampler} {tpe.sampler_options}, pruner {tpe.pruner} {tpe.pruner_options}")
+    baseline = load_baseline(args.baseline, args.seeds) if args.baseline else None
     curves: dict[str, list[tuple[int, float | None]]] = {}
-    curves["grid"] = run_grid(profile, source, folder)
+    curves["grid"] = baseline["grid"] if baseline else run_grid(profile, source, folder)
     grid_epochs = sum(e for e, _ in curves["grid"])
     grid_best = min(v for _, v in curves["grid"] if v is not None)
     print(f"grid: {len(curves['grid'])} trials, {grid_epochs} epochs, best {grid_best:.5f}",
           flush=True)  # fmt: skip
     for seed in range(args.seeds):
-        rows = run_hyperband(joint, profile, source, folder / f"hyperband-{seed}", seed)
-        curves[f"keras-tuner-hyperband seed {seed}"] = rows
+        label = f"keras-tuner-hyperband seed {seed}"
+        rows = baseline[label] if baseline else run_hyperband(
+            joint, profile, source, folder / f"hyperband-{seed}", seed
+        )  # fmt: skip
+        curves[label] = rows
         print(f"hyperband seed {seed}: {sum(e for e, _ in rows)} epochs", flush=True)
     hb_budget = max(sum(e for e, _ in r) for k, r in curves.items() if "hyperband" in k)
     budget = max(math.ceil(SHARE * grid_epochs), hb_budget)
     for seed in range(args.seeds):
-        tpe = dataclasses.replace(joint, sampler_options={**joint.sampler_options, "seed": seed})
+        seeded = dataclasses.replace(tpe, sampler_options={**tpe.sampler_options, "seed": seed})
         curves[f"optuna-tpe-pruned seed {seed}"] = run_optuna(
-            tpe, profile, source, folder / f"tpe-{seed}", budget
+            seeded, profile, source, folder / f"tpe-{seed}", budget
         )
         print(f"tpe seed {seed} done", flush=True)
+        label = f"random seed {seed}"
+        if baseline:
+            curves[label] = baseline[label]
+            continue
         random = dataclasses.replace(joint, sampler="random", sampler_options={"seed": seed},
                                      pruner="none", pruner_options={})  # fmt: skip
-        curves[f"random seed {seed}"] = run_optuna(
-            random, profile, source, folder / f"random-{seed}", budget
-        )
+        curves[label] = run_optuna(random, profile, source, folder / f"random-{seed}", budget)
         print(f"random seed {seed} done", flush=True)
 
     share_budget = SHARE * grid_epochs
