@@ -3,7 +3,7 @@ TPE with median pruning, keras-tuner Hyperband, random search (Optuna, no prunin
 of the one-factor studies' values (filters, kernel, batch, lr, depth: each factor varied alone
 around the defaults).
 
-    python benchmarks/efficiency.py [--output runs] [--seeds 3] [--subset N]
+    python benchmarks/efficiency.py [--output runs] [--seeds 3] [--first-seed 0] [--subset N]
         [--pruner NAME] [--pruner-options JSON] [--sampler-options JSON] [--baseline CSV]
 
 The quick profile (6 epochs, early stopping after 2) on its Fashion-MNIST split, the same data
@@ -16,8 +16,9 @@ grid's epochs; its median best val_loss no worse than Hyperband's at Hyperband's
 
 The Optuna search uses joint.yaml's sampler and pruner unless `--pruner`, `--pruner-options`
 or `--sampler-options` (JSON, merged into the file's) say otherwise. `--baseline` takes the
-grid, Hyperband and random-search rows from an earlier run's efficiency.csv (same data size
-and seeds) instead of training them again, to compare Optuna settings at a third of the cost.
+grid, Hyperband and random-search rows it holds from an earlier run's efficiency.csv (same
+data size) instead of training them again, to compare Optuna settings at a third of the cost;
+`--first-seed` moves the seeds, to check a setting on seeds it was not chosen on.
 """
 
 from __future__ import annotations
@@ -124,20 +125,17 @@ def run_hyperband(
     return [(r.epochs_trained, r.best_val_loss) for r in sorted(records, key=lambda r: r.number)]
 
 
-def load_baseline(path: Path, seeds: int) -> dict[str, list[tuple[int, float | None]]]:
+def load_baseline(path: Path) -> dict[str, list[tuple[int, float | None]]]:
     """The grid, Hyperband and random rows of an earlier efficiency.csv, by search label."""
     import csv
 
     rows: dict[str, list[tuple[int, float | None]]] = {}
     with open(path, newline="") as handle:
         for row in csv.DictReader(handle):
+            if row["search"].startswith("optuna"):
+                continue
             value = float(row["best_val_loss"]) if row["best_val_loss"] else None
             rows.setdefault(row["search"], []).append((int(row["epochs"]), value))
-    wanted = ["grid"] + [f"{name} seed {seed}" for name in ("keras-tuner-hyperband", "random")
-                         for seed in range(seeds)]  # fmt: skip
-    missing = [label for label in wanted if label not in rows]
-    if missing:
-        raise SystemExit(f"--baseline {path}: no rows for {', '.join(missing)}; run without it")
     return rows
 
 
@@ -162,6 +160,7 @@ def plot(curves: dict[str, list[tuple[int, float | None]]], grid_best: float, pa
     fig, ax = plt.subplots(figsize=(8, 5))
     colours = {"optuna-tpe-pruned": "C0", "keras-tuner-hyperband": "C1", "random": "C2",
                "grid": "C3"}  # fmt: skip
+    labelled: set[str] = set()
     for label, rows in curves.items():
         xs, ys, spent, best = [], [], 0, math.inf
         for epochs, value in rows:
@@ -173,7 +172,8 @@ def plot(curves: dict[str, list[tuple[int, float | None]]], grid_best: float, pa
                 ys.append(best)
         method = label.split(" seed")[0]
         ax.step(xs, ys, where="post", color=colours.get(method, "k"), alpha=0.8,
-                label=method if label.endswith("seed 0") or method == "grid" else None)  # fmt: skip
+                label=None if method in labelled else method)  # fmt: skip
+        labelled.add(method)
     ax.axhline(grid_best * (1 + TOLERANCE), color="C3", ls=":", label="grid best + 2%")
     ax.set_xlabel("epochs spent")
     ax.set_ylabel("best val_loss so far")
@@ -188,6 +188,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="runs")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first..first+seeds-1")
     parser.add_argument(
         "--subset",
         type=int,
@@ -225,30 +226,34 @@ def main() -> int:
     )
     tpe.make_pruner()  # a wrong option fails now
     print(f"Optuna: {tpe.sampler} {tpe.sampler_options}, pruner {tpe.pruner} {tpe.pruner_options}")
-    baseline = load_baseline(args.baseline, args.seeds) if args.baseline else None
+    baseline = load_baseline(args.baseline) if args.baseline else {}
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
     curves: dict[str, list[tuple[int, float | None]]] = {}
-    curves["grid"] = baseline["grid"] if baseline else run_grid(profile, source, folder)
+    if "grid" in baseline:
+        curves["grid"] = baseline["grid"]
+    else:
+        curves["grid"] = run_grid(profile, source, folder)
     grid_epochs = sum(e for e, _ in curves["grid"])
     grid_best = min(v for _, v in curves["grid"] if v is not None)
     print(f"grid: {len(curves['grid'])} trials, {grid_epochs} epochs, best {grid_best:.5f}",
           flush=True)  # fmt: skip
-    for seed in range(args.seeds):
+    for seed in seeds:
         label = f"keras-tuner-hyperband seed {seed}"
-        rows = baseline[label] if baseline else run_hyperband(
+        rows = baseline[label] if label in baseline else run_hyperband(
             joint, profile, source, folder / f"hyperband-{seed}", seed
         )  # fmt: skip
         curves[label] = rows
         print(f"hyperband seed {seed}: {sum(e for e, _ in rows)} epochs", flush=True)
     hb_budget = max(sum(e for e, _ in r) for k, r in curves.items() if "hyperband" in k)
     budget = max(math.ceil(SHARE * grid_epochs), hb_budget)
-    for seed in range(args.seeds):
+    for seed in seeds:
         seeded = dataclasses.replace(tpe, sampler_options={**tpe.sampler_options, "seed": seed})
         curves[f"optuna-tpe-pruned seed {seed}"] = run_optuna(
             seeded, profile, source, folder / f"tpe-{seed}", budget
         )
         print(f"tpe seed {seed} done", flush=True)
         label = f"random seed {seed}"
-        if baseline:
+        if label in baseline:
             curves[label] = baseline[label]
             continue
         random = dataclasses.replace(joint, sampler="random", sampler_options={"seed": seed},
