@@ -70,6 +70,7 @@ def call_in_process(
     process = context.Process(target=_child, args=(theirs, target, args), daemon=True)
     process.start()
     theirs.close()
+    finished = False
     try:
         while True:
             try:
@@ -88,6 +89,7 @@ def call_in_process(
                     raise
                 ours.send(None)
             elif kind == "result":
+                finished = True
                 return message[1], message[2]
             else:  # "error"
                 _, name, text, child_traceback = message
@@ -98,10 +100,11 @@ def call_in_process(
                 raise TrialProcessError(f"{name}: {text}", child_traceback)
     finally:
         ours.close()
-        process.join(timeout=10)
-        if process.is_alive():
+        if finished:
+            process.join(timeout=10)
+        if process.is_alive():  # Ctrl-C or an error here: the trial's process has nothing to keep
             process.kill()
-            process.join()
+        process.join()
 
 
 def _wait_stopped(connection) -> None:
@@ -122,6 +125,11 @@ def _death(exitcode: int | None) -> str:
 
 
 def _child(connection, target: Callable[..., Any], args: tuple) -> None:
+    # Ctrl-C in a terminal reaches the whole process group: the sweep process handles it (it
+    # records the trial as interrupted and ends this process), so this one must not turn it
+    # into a trial error first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     def report(event: Any) -> None:
         connection.send(("event", event))
         if connection.recv() is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 
@@ -25,6 +26,12 @@ def fail_with(report, kind: str, message: str) -> None:
 def die(report) -> None:
     report(("dying",))
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def interrupt_myself(report) -> str:
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.2)
+    return "still here"
 
 
 def grow(report, mib: int) -> int:
@@ -76,3 +83,9 @@ def test_a_process_that_dies_fails_with_the_signal_named() -> None:
     with pytest.raises(TrialProcessError, match="killed by SIGKILL"):
         call_in_process(die, on_event=events.append)
     assert events == [("dying",)]
+
+
+def test_ctrl_c_is_left_to_the_sweep_process() -> None:
+    # A terminal's Ctrl-C reaches the whole process group; the trial's process ignores it so
+    # the sweep records the trial as interrupted instead of as a failed trial.
+    assert call_in_process(interrupt_myself)[0] == "still here"
