@@ -6,6 +6,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from models.config import AutoencoderConfig
 from sweep.data import Split
@@ -107,15 +108,22 @@ def train_trial(
     seed: int,
     jit_compile: bool | str,
     model_path: str,
+    start_from: str | Path | None = None,
+    checkpoint: str | Path | None = None,
 ) -> FitResult:
-    """A sweep trial's training, in or out of the sweep's process (sweep.worker): seed, build,
-    fit, save the model to `model_path`. `report` gets ("built", facts) once the model is
-    built and ("epoch", epoch, logs) after each epoch; it may raise to stop the fit."""
+    """A sweep trial's training, in or out of the sweep's process (sweep.worker): seed, build
+    (from the weights and optimizer state saved at `start_from`, if given), fit, save the
+    weights to `checkpoint` (if given) and the model to `model_path`. `report` gets ("built",
+    facts) once the model is built and ("epoch", epoch, logs) after each epoch; it may raise
+    to stop the fit."""
     import_keras_quietly()
     from models.autoencoder import architecture_rows, build_autoencoder
 
     seed_everything(seed)
     model = build_autoencoder(config, data.input_shape, jit_compile=jit_compile)
+    if start_from is not None:
+        model.optimizer.build(model.trainable_variables)  # Adam's moments load too
+        model.load_weights(start_from)
     facts = {
         "param_count": model.count_params(),
         "summary": model_summary(model),
@@ -123,6 +131,8 @@ def train_trial(
     }
     report(("built", facts))
     fit = fit_autoencoder(model, data, config, lambda epoch, logs: report(("epoch", epoch, logs)))
+    if checkpoint is not None:
+        model.save_weights(checkpoint)
     model.save(model_path)
     return fit
 

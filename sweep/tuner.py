@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import functools
 import io
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -419,10 +420,9 @@ def make_trial(
     from sweep.tf_env import import_keras_quietly
 
     import_keras_quietly()
-    from models.autoencoder import architecture_rows, build_autoencoder
     from sweep.study import _trial_params, recorded
     from sweep.tf_env import use_xla
-    from sweep.training import fit_autoencoder, model_summary, seed_everything
+    from sweep.training import train_trial
 
     def configure(trial: TunerTrial) -> tuple[Any, Split]:
         config = profile.apply(space.config_for(space.decode(trial.params)))
@@ -449,30 +449,32 @@ def make_trial(
             tracker.trial_run(parent_run_id, run_params["study"], trial.number, params) as run,
             recorded(trial, run, progress, started),
             _epochs_logged(trial, run),
+            tempfile.TemporaryDirectory(prefix="sweep-trial-") as tmp,
         ):
             _tag(run.client, run.run_id, run_params["tuner"], keras_tuner_trial=trial.trial_id)
             trial.set_user_attr("mlflow_run_id", run.run_id)
             if failure is not None:
                 raise failure
 
-            def on_epoch(epoch: int, logs: dict[str, float]) -> None:
+            facts: dict[str, Any] = {}
+
+            def on_event(event: tuple) -> None:
+                if event[0] == "built":
+                    facts.update(event[1])
+                    run.log_text(facts["summary"], "model_summary.txt")
+                    run.log_dict(facts["architecture"], "architecture.json")
+                    return
+                _, epoch, logs = event
                 trial.set_user_attr(EPOCHS_METRIC, epoch)
                 step = trial.initial_epoch + epoch
                 run.log_epoch(step, {"loss": logs["loss"], "val_loss": logs["val_loss"]})
                 progress.epoch(step, config.epochs, logs, time.perf_counter() - started)
 
-            seed_everything(run_params["seed"])
-            model = build_autoencoder(config, data.input_shape, jit_compile=use_xla())
-            if trial.start_from is not None:
-                model.optimizer.build(model.trainable_variables)  # Adam's moments load too
-                model.load_weights(trial.start_from)
-            n_params = model.count_params()
-            run.log_text(model_summary(model), "model_summary.txt")
-            run.log_dict(architecture_rows(model), "architecture.json")
             to_train = config.replace(epochs=max(1, config.epochs - trial.initial_epoch))
-            fit = fit_autoencoder(model, data, to_train, on_epoch)
-            if trial.checkpoint is not None:
-                model.save_weights(trial.checkpoint)
+            model_path = str(Path(tmp) / "model.keras")
+            fit = train_trial(on_event, to_train, data, run_params["seed"], use_xla(), model_path,
+                              start_from=trial.start_from, checkpoint=trial.checkpoint)  # fmt: skip
+            n_params = facts["param_count"]
             best_epoch = trial.initial_epoch + fit.best_epoch
             run.log_results(
                 {
@@ -484,7 +486,7 @@ def make_trial(
                     "images_per_second": len(data.x_train) * len(fit.loss) / fit.seconds,
                 }
             )
-            run.log_model(model)
+            run.log_model(model_path)
             progress.trial_ended(
                 "complete",
                 f"best val_loss {fit.best_val_loss:.5f} at epoch {best_epoch}, "
