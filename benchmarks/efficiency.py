@@ -4,13 +4,16 @@ of the one-factor studies' values (filters, kernel, batch, lr, depth: each facto
 around the defaults).
 
     python benchmarks/efficiency.py [--output runs] [--seeds 3] [--first-seed 0] [--subset N]
-        [--pruner NAME] [--pruner-options JSON] [--sampler-options JSON] [--baseline CSV]
+        [--precision P] [--pruner NAME] [--pruner-options JSON] [--sampler-options JSON]
+        [--baseline CSV]
 
 The quick profile (6 epochs, early stopping after 2) on its Fashion-MNIST split, the same data
 and weight seed everywhere; the seeds vary the searches' own choices. Optuna and random search
 run trial by trial until they have spent at least the larger of 30% of the grid's epochs and
-Hyperband's epochs. Prints a table, writes <output>/benchmarks/efficiency.csv (every trial),
-efficiency.png (the curves) and ends with the key figure.
+Hyperband's epochs. Prints a table, writes <output>/benchmarks/efficiency.csv (every trial,
+rewritten after each search, so an interrupted run keeps what it finished), efficiency.png (the
+curves) and ends with the key figure. `--precision` trains every search in that precision
+instead of the machine's default (the same for all, so the comparison stays fair).
 Targets: Optuna with pruning within 2% of the grid's best val_loss using at most 30% of the
 grid's epochs; its median best val_loss no worse than Hyperband's at Hyperband's budget.
 
@@ -32,6 +35,7 @@ import math
 import statistics
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from common import ROOT, write_csv
 
@@ -40,17 +44,26 @@ SHARE = 0.30
 TOLERANCE = 0.02
 
 
-def optuna_trials(study) -> list[tuple[int, float | None]]:
-    """(epochs, best val_loss or None) of each finished trial, in order."""
+class Trial(NamedTuple):
+    """One finished trial of a search: epochs it trained, its best val_loss, how it ended."""
+
+    epochs: int
+    best: float | None
+    state: str  # complete, pruned or fail ("" in CSVs written before states were kept)
+
+
+def optuna_trials(study) -> list[Trial]:
+    """Each finished trial, in order."""
     import optuna
 
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
+                optuna.trial.TrialState.FAIL)  # fmt: skip
     rows = []
     for trial in study.get_trials(deepcopy=False):
-        if trial.state not in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
-                               optuna.trial.TrialState.FAIL):  # fmt: skip
+        if trial.state not in finished:
             continue
         values = list(trial.intermediate_values.values())
-        rows.append((len(values), min(values) if values else None))
+        rows.append(Trial(len(values), min(values) if values else None, trial.state.name.lower()))
     return rows
 
 
@@ -64,7 +77,7 @@ def stores(folder: Path):
     )
 
 
-def run_grid(profile, source, folder: Path) -> list[tuple[int, float | None]]:
+def run_grid(profile, source, folder: Path) -> list[Trial]:
     from sweep.space import load_space
     from sweep.study import run_sweep
 
@@ -83,7 +96,7 @@ class BudgetSpent(KeyboardInterrupt):
     """Stops a study between trials, the way Ctrl-C does (the unstarted trial ends FAIL)."""
 
 
-def run_optuna(space, profile, source, folder: Path, budget: int) -> list[tuple[int, float | None]]:
+def run_optuna(space, profile, source, folder: Path, budget: int) -> list[Trial]:
     """One study (one sampler, so TPE learns from every trial) stopped once `budget` epochs
     are spent."""
     from sweep.study import make_objective, run_sweep
@@ -114,35 +127,37 @@ def run_optuna(space, profile, source, folder: Path, budget: int) -> list[tuple[
     return optuna_trials(optuna.load_study(study_name=space.study, storage=storage))
 
 
-def run_hyperband(
-    space, profile, source, folder: Path, seed: int
-) -> list[tuple[int, float | None]]:
+def run_hyperband(space, profile, source, folder: Path, seed: int) -> list[Trial]:
     from sweep.tuner import run_search
 
     _, tracker = stores(folder)
     records = run_search(space, profile, source, tracker, folder, tuner="hyperband",
                          search_seed=seed, progress_stream=io.StringIO())  # fmt: skip
-    return [(r.epochs_trained, r.best_val_loss) for r in sorted(records, key=lambda r: r.number)]
+    return [
+        Trial(r.epochs_trained, r.best_val_loss, r.state)
+        for r in sorted(records, key=lambda r: r.number)
+    ]
 
 
-def load_baseline(path: Path) -> dict[str, list[tuple[int, float | None]]]:
+def load_baseline(path: Path) -> dict[str, list[Trial]]:
     """The grid, Hyperband and random rows of an earlier efficiency.csv, by search label."""
     import csv
 
-    rows: dict[str, list[tuple[int, float | None]]] = {}
+    rows: dict[str, list[Trial]] = {}
     with open(path, newline="") as handle:
         for row in csv.DictReader(handle):
             if row["search"].startswith("optuna"):
                 continue
             value = float(row["best_val_loss"]) if row["best_val_loss"] else None
-            rows.setdefault(row["search"], []).append((int(row["epochs"]), value))
+            trial = Trial(int(row["epochs"]), value, row.get("state", ""))
+            rows.setdefault(row["search"], []).append(trial)
     return rows
 
 
-def best_within(rows: list[tuple[int, float | None]], budget: float) -> float:
+def best_within(rows: list[Trial], budget: float) -> float:
     """Best val_loss among the trials finished within `budget` epochs (inf if none)."""
     spent, best = 0, math.inf
-    for epochs, value in rows:
+    for epochs, value, _ in rows:
         spent += epochs
         if spent > budget:
             break
@@ -151,7 +166,17 @@ def best_within(rows: list[tuple[int, float | None]], budget: float) -> float:
     return best
 
 
-def plot(curves: dict[str, list[tuple[int, float | None]]], grid_best: float, path: Path) -> None:
+def save(curves: dict[str, list[Trial]], path: Path) -> None:
+    """Every trial of every search so far, one CSV row each."""
+    rows = [
+        {"search": label, "trial": i, "epochs": t.epochs, "best_val_loss": t.best, "state": t.state}
+        for label, trials in curves.items()
+        for i, t in enumerate(trials)
+    ]
+    write_csv(path, rows)
+
+
+def plot(curves: dict[str, list[Trial]], grid_best: float, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -163,7 +188,7 @@ def plot(curves: dict[str, list[tuple[int, float | None]]], grid_best: float, pa
     labelled: set[str] = set()
     for label, rows in curves.items():
         xs, ys, spent, best = [], [], 0, math.inf
-        for epochs, value in rows:
+        for epochs, value, _ in rows:
             spent += epochs
             if value is not None:
                 best = min(best, value)
@@ -195,6 +220,11 @@ def main() -> int:
         default=None,
         help="training-file images (default: the quick profile's)",
     )
+    parser.add_argument(
+        "--precision",
+        choices=("float32", "mixed_bfloat16", "mixed_float16"),
+        help="train every search in this precision (default: the machine's)",
+    )
     parser.add_argument("--pruner", help="the Optuna search's pruner (default: joint.yaml's)")
     parser.add_argument("--pruner-options", type=json.loads, default=None, metavar="JSON")
     parser.add_argument("--sampler-options", type=json.loads, default={}, metavar="JSON")
@@ -210,13 +240,17 @@ def main() -> int:
     profile = get_profile("quick")
     if args.subset:
         profile = dataclasses.replace(profile, subset=args.subset)
+    if args.precision:
+        profile = dataclasses.replace(profile, precision=args.precision)
     source = find_source("fashion-mnist")
     folder = Path(args.output) / "benchmarks" / "efficiency"
     import shutil
 
     shutil.rmtree(folder, ignore_errors=True)
     joint = load_space(ROOT / "search_spaces" / "joint.yaml")
-    print(f"profile {profile.name}, {profile.subset} images, {profile.epochs} epochs", flush=True)
+    print(f"profile {profile.name}, {profile.subset} images, {profile.epochs} epochs, precision "
+          f"{profile.precision}", flush=True)  # fmt: skip
+    csv_path = folder.parent / "efficiency.csv"
 
     tpe = dataclasses.replace(
         joint,
@@ -228,13 +262,14 @@ def main() -> int:
     print(f"Optuna: {tpe.sampler} {tpe.sampler_options}, pruner {tpe.pruner} {tpe.pruner_options}")
     baseline = load_baseline(args.baseline) if args.baseline else {}
     seeds = range(args.first_seed, args.first_seed + args.seeds)
-    curves: dict[str, list[tuple[int, float | None]]] = {}
+    curves: dict[str, list[Trial]] = {}
     if "grid" in baseline:
         curves["grid"] = baseline["grid"]
     else:
         curves["grid"] = run_grid(profile, source, folder)
-    grid_epochs = sum(e for e, _ in curves["grid"])
-    grid_best = min(v for _, v in curves["grid"] if v is not None)
+        save(curves, csv_path)
+    grid_epochs = sum(t.epochs for t in curves["grid"])
+    grid_best = min(t.best for t in curves["grid"] if t.best is not None)
     print(f"grid: {len(curves['grid'])} trials, {grid_epochs} epochs, best {grid_best:.5f}",
           flush=True)  # fmt: skip
     for seed in seeds:
@@ -243,14 +278,16 @@ def main() -> int:
             joint, profile, source, folder / f"hyperband-{seed}", seed
         )  # fmt: skip
         curves[label] = rows
-        print(f"hyperband seed {seed}: {sum(e for e, _ in rows)} epochs", flush=True)
-    hb_budget = max(sum(e for e, _ in r) for k, r in curves.items() if "hyperband" in k)
+        save(curves, csv_path)
+        print(f"hyperband seed {seed}: {sum(t.epochs for t in rows)} epochs", flush=True)
+    hb_budget = max(sum(t.epochs for t in r) for k, r in curves.items() if "hyperband" in k)
     budget = max(math.ceil(SHARE * grid_epochs), hb_budget)
     for seed in seeds:
         seeded = dataclasses.replace(tpe, sampler_options={**tpe.sampler_options, "seed": seed})
         curves[f"optuna-tpe-pruned seed {seed}"] = run_optuna(
             seeded, profile, source, folder / f"tpe-{seed}", budget
         )
+        save(curves, csv_path)
         print(f"tpe seed {seed} done", flush=True)
         label = f"random seed {seed}"
         if label in baseline:
@@ -259,22 +296,21 @@ def main() -> int:
         random = dataclasses.replace(joint, sampler="random", sampler_options={"seed": seed},
                                      pruner="none", pruner_options={})  # fmt: skip
         curves[label] = run_optuna(random, profile, source, folder / f"random-{seed}", budget)
+        save(curves, csv_path)
         print(f"random seed {seed} done", flush=True)
 
     share_budget = SHARE * grid_epochs
-    rows, summary = [], []
-    for label, trials in curves.items():
-        for i, (epochs, value) in enumerate(trials):
-            rows.append({"search": label, "trial": i, "epochs": epochs, "best_val_loss": value})
-    print(f"\n{'search':<32}{'trials':>7}{'epochs':>8}{'best':>10}"
+    summary = []
+    print(f"\n{'search':<32}{'trials':>7}{'complete':>9}{'epochs':>8}{'best':>10}"
           f"{f'best@{share_budget:.0f}':>12}{f'best@{hb_budget}':>12}")  # fmt: skip
     for label, trials in curves.items():
-        spent = sum(e for e, _ in trials)
-        final = min((v for _, v in trials if v is not None), default=math.inf)
+        spent = sum(t.epochs for t in trials)
+        complete = sum(t.state == "complete" for t in trials)
+        final = min((t.best for t in trials if t.best is not None), default=math.inf)
         at_share, at_hb = best_within(trials, share_budget), best_within(trials, hb_budget)
         summary.append((label, at_share, at_hb))
-        print(f"{label:<32}{len(trials):>7}{spent:>8}{final:>10.5f}{at_share:>12.5f}{at_hb:>12.5f}")
-    write_csv(folder.parent / "efficiency.csv", rows)
+        print(f"{label:<32}{len(trials):>7}{complete:>9}{spent:>8}{final:>10.5f}"
+              f"{at_share:>12.5f}{at_hb:>12.5f}")  # fmt: skip
     plot(curves, grid_best, folder.parent / "efficiency.png")
 
     tpe_share = statistics.median(s for label, s, _ in summary if label.startswith("optuna"))
