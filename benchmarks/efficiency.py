@@ -289,6 +289,7 @@ def main() -> int:
         )
         save(curves, csv_path)
         print(f"tpe seed {seed} done", flush=True)
+    for seed in seeds:  # last: the targets need only the grid, Hyperband and Optuna
         label = f"random seed {seed}"
         if label in baseline:
             curves[label] = baseline[label]
