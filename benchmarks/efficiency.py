@@ -5,12 +5,13 @@ around the defaults).
 
     python benchmarks/efficiency.py [--output runs] [--seeds 3] [--first-seed 0] [--subset N]
         [--precision P] [--pruner NAME] [--pruner-options JSON] [--sampler-options JSON]
-        [--baseline CSV]
+        [--baseline CSV] [--summary CSV]
 
 The quick profile (6 epochs, early stopping after 2) on its Fashion-MNIST split, the same data
 and weight seed everywhere; the seeds vary the searches' own choices. Optuna and random search
 run trial by trial until they have spent at least the larger of 30% of the grid's epochs and
-Hyperband's epochs. Prints a table, writes <output>/benchmarks/efficiency.csv (every trial,
+Hyperband's epochs. The order is the grid, then seed by seed Hyperband and Optuna, then random
+search. Prints a table, writes <output>/benchmarks/efficiency.csv (every trial,
 rewritten after each search, so an interrupted run keeps what it finished), efficiency.png (the
 curves) and ends with the key figure. `--precision` trains every search in that precision
 instead of the machine's default (the same for all, so the comparison stays fair).
@@ -21,7 +22,8 @@ The Optuna search uses joint.yaml's sampler and pruner unless `--pruner`, `--pru
 or `--sampler-options` (JSON, merged into the file's) say otherwise. `--baseline` takes the
 grid, Hyperband and random-search rows it holds from an earlier run's efficiency.csv (same
 data size) instead of training them again, to compare Optuna settings at a third of the cost;
-`--first-seed` moves the seeds, to check a setting on seeds it was not chosen on.
+`--first-seed` moves the seeds, to check a setting on seeds it was not chosen on. `--summary CSV`
+trains nothing and prints the table and key figure of a CSV, an interrupted run's included.
 """
 
 from __future__ import annotations
@@ -139,14 +141,15 @@ def run_hyperband(space, profile, source, folder: Path, seed: int) -> list[Trial
     ]
 
 
-def load_baseline(path: Path) -> dict[str, list[Trial]]:
-    """The grid, Hyperband and random rows of an earlier efficiency.csv, by search label."""
+def load_baseline(path: Path, optuna: bool = False) -> dict[str, list[Trial]]:
+    """The grid, Hyperband and random rows of an earlier efficiency.csv (and the Optuna rows
+    with `optuna`), by search label."""
     import csv
 
     rows: dict[str, list[Trial]] = {}
     with open(path, newline="") as handle:
         for row in csv.DictReader(handle):
-            if row["search"].startswith("optuna"):
+            if row["search"].startswith("optuna") and not optuna:
                 continue
             value = float(row["best_val_loss"]) if row["best_val_loss"] else None
             trial = Trial(int(row["epochs"]), value, row.get("state", ""))
@@ -231,7 +234,15 @@ def main() -> int:
     parser.add_argument(
         "--baseline", type=Path, metavar="CSV", help="reuse the other searches' rows of this CSV"
     )
+    parser.add_argument(
+        "--summary",
+        type=Path,
+        metavar="CSV",
+        help="train nothing: print the table and key figure of this CSV (e.g. an interrupted run)",
+    )
     args = parser.parse_args()
+    if args.summary:
+        return report(load_baseline(args.summary, optuna=True), args.summary.with_suffix(".png"))
 
     from sweep.data import find_source
     from sweep.profiles import get_profile
@@ -272,23 +283,24 @@ def main() -> int:
     grid_best = min(t.best for t in curves["grid"] if t.best is not None)
     print(f"grid: {len(curves['grid'])} trials, {grid_epochs} epochs, best {grid_best:.5f}",
           flush=True)  # fmt: skip
-    for seed in seeds:
+    hb_epochs: list[int] = []
+    for seed in seeds:  # Hyperband, then Optuna with at least Hyperband's epochs, seed by seed
         label = f"keras-tuner-hyperband seed {seed}"
         rows = baseline[label] if label in baseline else run_hyperband(
             joint, profile, source, folder / f"hyperband-{seed}", seed
         )  # fmt: skip
         curves[label] = rows
         save(curves, csv_path)
-        print(f"hyperband seed {seed}: {sum(t.epochs for t in rows)} epochs", flush=True)
-    hb_budget = max(sum(t.epochs for t in r) for k, r in curves.items() if "hyperband" in k)
-    budget = max(math.ceil(SHARE * grid_epochs), hb_budget)
-    for seed in seeds:
+        hb_epochs.append(sum(t.epochs for t in rows))
+        print(f"hyperband seed {seed}: {hb_epochs[-1]} epochs", flush=True)
+        budget = max(math.ceil(SHARE * grid_epochs), *hb_epochs)
         seeded = dataclasses.replace(tpe, sampler_options={**tpe.sampler_options, "seed": seed})
         curves[f"optuna-tpe-pruned seed {seed}"] = run_optuna(
             seeded, profile, source, folder / f"tpe-{seed}", budget
         )
         save(curves, csv_path)
         print(f"tpe seed {seed} done", flush=True)
+    budget = max(math.ceil(SHARE * grid_epochs), *hb_epochs)
     for seed in seeds:  # last: the targets need only the grid, Hyperband and Optuna
         label = f"random seed {seed}"
         if label in baseline:
@@ -299,7 +311,16 @@ def main() -> int:
         curves[label] = run_optuna(random, profile, source, folder / f"random-{seed}", budget)
         save(curves, csv_path)
         print(f"random seed {seed} done", flush=True)
+    return report(curves, folder.parent / "efficiency.png")
 
+
+def report(curves: dict[str, list[Trial]], png: Path) -> int:
+    """Print the table and the key figure, draw the plot; 0 when both targets hold."""
+    grid_epochs = sum(t.epochs for t in curves["grid"])
+    grid_best = min(t.best for t in curves["grid"] if t.best is not None)
+    hb_budget = max(
+        (sum(t.epochs for t in r) for k, r in curves.items() if "hyperband" in k), default=0
+    )
     share_budget = SHARE * grid_epochs
     summary = []
     print(f"\n{'search':<32}{'trials':>7}{'complete':>9}{'epochs':>8}{'best':>10}"
@@ -312,8 +333,12 @@ def main() -> int:
         summary.append((label, at_share, at_hb))
         print(f"{label:<32}{len(trials):>7}{complete:>9}{spent:>8}{final:>10.5f}"
               f"{at_share:>12.5f}{at_hb:>12.5f}")  # fmt: skip
-    plot(curves, grid_best, folder.parent / "efficiency.png")
+    plot(curves, grid_best, png)
 
+    missing = [m for m in ("optuna", "hyperband") if not any(m in label for label, _, _ in summary)]
+    if missing:
+        print(f"efficiency: no {' or '.join(missing)} search in these rows yet; no key figure")
+        return 1
     tpe_share = statistics.median(s for label, s, _ in summary if label.startswith("optuna"))
     tpe_hb = statistics.median(h for label, _, h in summary if label.startswith("optuna"))
     hb = statistics.median(h for label, _, h in summary if "hyperband" in label)
