@@ -105,3 +105,34 @@ def default_precision() -> str:
         if jax.default_backend() == "gpu":
             return "mixed_bfloat16"
     return "float32"
+
+
+def cpu_flags() -> set[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo (None where there is none to read)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return None
+
+
+def precision_note(precision: str) -> str | None:
+    """A one-line warning when `precision` is known to train slower than float32 on this
+    machine (no GPU): mixed_float16 on any CPU, mixed_bfloat16 on a CPU without bfloat16
+    instructions (AVX512_BF16 or AMX), where it is emulated. None otherwise."""
+    if precision not in ("mixed_bfloat16", "mixed_float16") or has_gpu():
+        return None
+    if precision == "mixed_float16":
+        return (
+            "precision mixed_float16 on a CPU trains far slower than float32; use float32 or auto"
+        )
+    flags = cpu_flags()
+    if flags is None or flags & {"avx512_bf16", "amx_bf16"}:
+        return None
+    return (
+        "precision mixed_bfloat16 on this CPU (no AVX512_BF16 or AMX bfloat16 instructions) is "
+        "emulated and trains slower than float32; use float32 or auto"
+    )

@@ -49,7 +49,7 @@ def env(tmp_path: Path, idx_files):
     def run(space, fake, **kwargs):
         return run_sweep(
             space, get_profile("quick"), source, storage, tracker,
-            objective_factory=fake.factory, progress_stream=io.StringIO(), **kwargs,
+            objective_factory=fake.factory, **{"progress_stream": io.StringIO(), **kwargs},
         )  # fmt: skip
 
     return run, tracker, storage
@@ -207,3 +207,32 @@ def test_profiles_settle_auto_precision_and_leave_a_chosen_one() -> None:
     pinned = dataclasses.replace(quick, precision="mixed_float16")
     assert pinned.apply(AutoencoderConfig()).precision == "mixed_float16"
     assert pinned.apply(chosen).precision == "mixed_bfloat16"
+
+
+@pytest.mark.parametrize(
+    ("precision", "flags", "warned"),
+    [
+        ("mixed_bfloat16", {"avx2", "avx512f"}, True),  # emulated: slower than float32
+        ("mixed_bfloat16", {"avx512f", "avx512_bf16"}, False),
+        ("mixed_bfloat16", {"amx_bf16"}, False),
+        ("mixed_float16", {"avx512_bf16"}, True),
+        ("float32", set(), False),
+    ],
+)
+def test_a_precision_slower_than_float32_on_this_cpu_is_named_once(
+    env, tiny_space: Path, monkeypatch, precision: str, flags: set[str], warned: bool
+) -> None:
+    import sweep.tf_env
+    from sweep.space import apply_overrides
+
+    run, _, _ = env
+    monkeypatch.setattr(sweep.tf_env, "has_gpu", lambda: False)
+    monkeypatch.setattr(sweep.tf_env, "cpu_flags", lambda: flags)
+    stream = io.StringIO()
+    space = apply_overrides(load_space(tiny_space), {"precision": precision})
+    study = run(space, FakeObjective(), progress_stream=stream)
+    notes = [line for line in stream.getvalue().splitlines() if line.startswith("Note:")]
+    assert len(notes) == (1 if warned else 0)
+    if warned:
+        assert precision in notes[0] and "float32" in notes[0]
+    assert len(study.trials) == 3  # a note, never a stop
