@@ -569,14 +569,10 @@ def run_sweep(
     if todo.n_trials == 0:
         say("Nothing left to run; raise --n-trials to extend the study.")
         return study
-    precision = getattr(space.base, "precision", "auto")
-    if precision == "auto":
-        precision = profile.precision
-    if precision.startswith("mixed"):
-        from sweep.tf_env import precision_note
+    from sweep.tf_env import precision_note
 
-        if note := precision_note(precision):
-            say(f"Note: {note}.")
+    if note := precision_note(getattr(profile.apply(space.base), "precision", "float32")):
+        say(f"Note: {note}.")
     if isolate and objective_factory is None and space.kind == "autoencoder":
         from sweep.worker import start_server
 
