@@ -5,7 +5,7 @@ around the defaults).
 
     python benchmarks/efficiency.py [--output runs] [--seeds 3] [--first-seed 0] [--subset N]
         [--precision P] [--pruner NAME] [--pruner-options JSON] [--sampler-options JSON]
-        [--baseline CSV] [--summary CSV]
+        [--baseline CSV] [--summary CSV [CSV ...]]
 
 The quick profile (6 epochs, early stopping after 2) on its Fashion-MNIST split, the same data
 and weight seed everywhere; the seeds vary the searches' own choices. Optuna and random search
@@ -23,7 +23,9 @@ or `--sampler-options` (JSON, merged into the file's) say otherwise. `--baseline
 grid, Hyperband and random-search rows it holds from an earlier run's efficiency.csv (same
 data size) instead of training them again, to compare Optuna settings at a third of the cost;
 `--first-seed` moves the seeds, to check a setting on seeds it was not chosen on. `--summary CSV`
-trains nothing and prints the table and key figure of a CSV, an interrupted run's included.
+trains nothing and prints the table and key figure of a CSV, an interrupted run's included;
+given several (runs of other seeds on the same grid), it joins their searches, the first CSV's
+row of a search winning, and draws the plot beside the first.
 """
 
 from __future__ import annotations
@@ -157,6 +159,15 @@ def load_baseline(path: Path, optuna: bool = False) -> dict[str, list[Trial]]:
     return rows
 
 
+def load_runs(paths: list[Path]) -> dict[str, list[Trial]]:
+    """Every search of these efficiency.csv files; a search in several comes from the first."""
+    curves: dict[str, list[Trial]] = {}
+    for path in paths:
+        for label, trials in load_baseline(path, optuna=True).items():
+            curves.setdefault(label, trials)
+    return curves
+
+
 def best_within(rows: list[Trial], budget: float) -> float:
     """Best val_loss among the trials finished within `budget` epochs (inf if none)."""
     spent, best = 0, math.inf
@@ -237,12 +248,24 @@ def main() -> int:
     parser.add_argument(
         "--summary",
         type=Path,
+        nargs="+",
         metavar="CSV",
-        help="train nothing: print the table and key figure of this CSV (e.g. an interrupted run)",
+        help="train nothing: print the table and key figure of these CSVs (e.g. an interrupted "
+        "run, or runs of other seeds on the same grid)",
     )
     args = parser.parse_args()
     if args.summary:
-        return report(load_baseline(args.summary, optuna=True), args.summary.with_suffix(".png"))
+        missing = [str(p) for p in args.summary if not p.is_file()]
+        if missing:
+            print(f"efficiency: no such CSV {', '.join(missing)}; pass an efficiency.csv that "
+                  "an earlier run wrote", file=sys.stderr)  # fmt: skip
+            return 2
+        curves = load_runs(args.summary)
+        if "grid" not in curves:
+            print("efficiency: no grid rows in these CSVs; pass the run that trained the grid "
+                  "first", file=sys.stderr)  # fmt: skip
+            return 2
+        return report(curves, args.summary[0].with_suffix(".png"))
 
     from sweep.data import find_source
     from sweep.profiles import get_profile
