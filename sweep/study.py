@@ -569,10 +569,7 @@ def run_sweep(
     if todo.n_trials == 0:
         say("Nothing left to run; raise --n-trials to extend the study.")
         return study
-    from sweep.tf_env import precision_note
-
-    if note := precision_note(getattr(profile.apply(space.base), "precision", "float32")):
-        say(f"Note: {note}.")
+    note_precision(space, profile, say)
     if isolate and objective_factory is None and space.kind == "autoencoder":
         from sweep.worker import start_server
 
@@ -601,6 +598,14 @@ def run_sweep(
     finally:
         tracker.end_study_run(parent, best_summary(study, space), status)
     return study
+
+
+def note_precision(space: SearchSpace, profile: Profile, say: Callable) -> None:
+    """One `Note:` line when the space's precision runs slower than float32 on this machine."""
+    from sweep.tf_env import precision_note
+
+    if note := precision_note(getattr(profile.apply(space.base), "precision", "float32")):
+        say(f"Note: {note}.")
 
 
 def load_split(

@@ -518,7 +518,7 @@ def run_search(
     tuner's choices. `trial_factory` (default: make_trial) lets tests drive the same search with
     a fake recipe.
     """
-    from sweep.study import Progress, load_split, study_run_params
+    from sweep.study import Progress, load_split, note_precision, study_run_params
 
     check_space(space, tuner)
     study = study_name(space, tuner)
@@ -536,6 +536,7 @@ def run_search(
     if left == 0:
         say("Nothing left to run; raise --n-trials to extend the search.")
         return trial_records(kt_tuner.oracle.trials.values(), space, _run_ids(tracker, study))
+    note_precision(space, profile, say)
     split, _ = load_split(space, profile, source, seed, say)
     run_params = {
         **study_run_params(study, space, profile, source, seed),

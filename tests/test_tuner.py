@@ -143,10 +143,10 @@ def search(tmp_path: Path, idx_files):
     source = find_source(files=idx_files)
 
     def run(space, fake, **kwargs):
+        kwargs.setdefault("progress_stream", io.StringIO())
         return run_search(
-            space, get_profile("quick"), source, tracker, out,
-            trial_factory=fake.factory, progress_stream=io.StringIO(), **kwargs,
-        )  # fmt: skip
+            space, get_profile("quick"), source, tracker, out, trial_factory=fake.factory, **kwargs
+        )
 
     return run, tracker, out
 
@@ -197,6 +197,26 @@ def test_hyperband_epochs_accounting(search, tmp_path: Path, epochs, trials, spe
     assert start.parent.parent == project_dir(out, space, "hyperband")
     _, parents, _ = runs_of(out, study_name(space, "hyperband"))
     assert parents[0].data.metrics["epochs_trained"] == spent
+
+
+@pytest.mark.parametrize(("precision", "warned"), [("mixed_bfloat16", True), ("float32", False)])
+def test_the_precision_note_is_said_here_too(
+    search, tiny_space: Path, monkeypatch, precision: str, warned: bool
+) -> None:
+    import sweep.tf_env
+    from sweep.space import apply_overrides
+
+    run, _, _ = search
+    monkeypatch.setattr(sweep.tf_env, "has_gpu", lambda: False)
+    monkeypatch.setattr(sweep.tf_env, "cpu_flags", lambda: {"avx2", "avx512f"})  # no bf16
+    stream = io.StringIO()
+    space = apply_overrides(load_space(tiny_space), {"precision": precision})
+    records = run(space, FakeRecipe(), tuner="grid", progress_stream=stream)
+    notes = [line for line in stream.getvalue().splitlines() if line.startswith("Note:")]
+    assert len(notes) == (1 if warned else 0)
+    if warned:
+        assert "mixed_bfloat16" in notes[0] and "float32" in notes[0]
+    assert [r.state for r in records] == ["complete"] * 3
 
 
 @pytest.mark.parametrize("tuner", ["bayesian", "random"])
