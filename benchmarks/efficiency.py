@@ -260,7 +260,12 @@ def main() -> int:
             print(f"efficiency: no such CSV {', '.join(missing)}; pass an efficiency.csv that "
                   "an earlier run wrote", file=sys.stderr)  # fmt: skip
             return 2
-        curves = load_runs(args.summary)
+        try:
+            curves = load_runs(args.summary)
+        except (KeyError, ValueError) as exc:  # a column missing, a value not a number
+            print(f"efficiency: {exc} is not what an efficiency.csv holds; pass one that an "
+                  "earlier run wrote", file=sys.stderr)  # fmt: skip
+            return 2
         if "grid" not in curves:
             print("efficiency: no grid rows in these CSVs; pass the run that trained the grid "
                   "first", file=sys.stderr)  # fmt: skip

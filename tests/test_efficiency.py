@@ -86,10 +86,15 @@ def test_summary_of_two_runs_states_each_target(tmp_path, optuna_best, met):
 
 @pytest.mark.parametrize(
     ("files", "named"),
-    [(["a.csv", "missing.csv"], "missing.csv"), (["a.csv"], "no grid rows")],
+    [
+        (["a.csv", "missing.csv"], "missing.csv"),
+        (["a.csv"], "no grid rows"),
+        (["a.csv", "other.csv"], "'epochs' is not what an efficiency.csv holds"),
+    ],
 )
 def test_summary_of_unusable_csvs_is_a_one_line_error(tmp_path, files, named):
     write(tmp_path / "a.csv", "optuna-tpe-pruned seed 0,0,6,0.02,complete\n")
+    (tmp_path / "other.csv").write_text("search,trial,best_val_loss\ngrid,0,0.01\n")
     done = subprocess.run(
         [sys.executable, str(SCRIPT), "--summary", *(str(tmp_path / f) for f in files)],
         capture_output=True,
