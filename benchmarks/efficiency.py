@@ -160,11 +160,24 @@ def load_baseline(path: Path, optuna: bool = False) -> dict[str, list[Trial]]:
 
 
 def load_runs(paths: list[Path]) -> dict[str, list[Trial]]:
-    """Every search of these efficiency.csv files; a search in several comes from the first."""
+    """Every search of these efficiency.csv files; a search in several comes from the first.
+    ValueError, with what to pass instead, when a file is missing, not one of the benchmark's,
+    or no file holds the grid."""
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise ValueError(f"no such CSV {', '.join(missing)}; pass an efficiency.csv that an "
+                         "earlier run wrote")  # fmt: skip
     curves: dict[str, list[Trial]] = {}
     for path in paths:
-        for label, trials in load_baseline(path, optuna=True).items():
+        try:
+            runs = load_baseline(path, optuna=True)
+        except (KeyError, ValueError) as exc:  # a column missing, a value not a number
+            raise ValueError(f"{exc} is not what an efficiency.csv holds; pass one that an "
+                             "earlier run wrote") from exc  # fmt: skip
+        for label, trials in runs.items():
             curves.setdefault(label, trials)
+    if "grid" not in curves:
+        raise ValueError("no grid rows in these CSVs; pass the run that trained the grid first")
     return curves
 
 
@@ -255,20 +268,10 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.summary:
-        missing = [str(p) for p in args.summary if not p.is_file()]
-        if missing:
-            print(f"efficiency: no such CSV {', '.join(missing)}; pass an efficiency.csv that "
-                  "an earlier run wrote", file=sys.stderr)  # fmt: skip
-            return 2
         try:
             curves = load_runs(args.summary)
-        except (KeyError, ValueError) as exc:  # a column missing, a value not a number
-            print(f"efficiency: {exc} is not what an efficiency.csv holds; pass one that an "
-                  "earlier run wrote", file=sys.stderr)  # fmt: skip
-            return 2
-        if "grid" not in curves:
-            print("efficiency: no grid rows in these CSVs; pass the run that trained the grid "
-                  "first", file=sys.stderr)  # fmt: skip
+        except ValueError as exc:
+            print(f"efficiency: {exc}", file=sys.stderr)
             return 2
         return report(curves, args.summary[0].with_suffix(".png"))
 
