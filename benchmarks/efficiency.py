@@ -72,7 +72,7 @@ def optuna_trials(study) -> list[Trial]:
 
 
 def stores(folder: Path):
-    from sweep.study import default_storage
+    from sweep.storage import default_storage
     from sweep.tracking import Tracker, default_tracking_uri
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -50,7 +50,8 @@ def main() -> int:
     from sweep.data import find_source
     from sweep.profiles import get_profile
     from sweep.space import load_space
-    from sweep.study import default_storage, make_objective, run_sweep
+    from sweep.storage import default_storage
+    from sweep.study import make_objective, run_sweep
     from sweep.tf_env import use_xla
     from sweep.tracking import Tracker, default_tracking_uri
     from sweep.training import live_graphs, release, seed_everything

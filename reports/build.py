@@ -23,7 +23,7 @@ from reports.stores import (
     study_names,
 )
 from sweep.errors import SweepError
-from sweep.study import mask_url
+from sweep.storage import mask_url
 
 CANONICAL_ORDER = ("filters", "kernel", "batch", "lr", "depth")
 CLASSIFIER_SECTION = "classifier stage"

@@ -16,7 +16,7 @@ import pandas as pd
 from optuna.distributions import CategoricalDistribution
 
 from sweep.errors import SweepError
-from sweep.study import mask_url, open_storage
+from sweep.storage import mask_url, open_storage
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 logging.getLogger("mlflow").setLevel(logging.WARNING)

@@ -50,7 +50,7 @@ def best_autoencoder_trial(storage_url: str, study_name: str | None = None):
     else over every autoencoder study."""
     import optuna
 
-    from sweep.study import open_storage
+    from sweep.storage import open_storage
 
     storage = open_storage(storage_url)
     names = optuna.get_all_study_names(storage)
@@ -84,7 +84,7 @@ def resolve_encoder(
         return EncoderSource(path, f"file {path}")
     import optuna
 
-    from sweep.study import open_storage
+    from sweep.storage import open_storage
 
     studies = set(optuna.get_all_study_names(open_storage(storage_url)))
     if spec is None or spec in studies:

@@ -25,7 +25,7 @@ def output_dir(args: argparse.Namespace) -> Path:
 
 
 def storage_url(args: argparse.Namespace) -> str:
-    from sweep.study import default_storage
+    from sweep.storage import default_storage
 
     return args.storage or os.environ.get("SWEEP_STORAGE") or default_storage(output_dir(args))
 
@@ -68,7 +68,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     source = data_source(args)
     storage, uri = storage_url(args), tracking_uri(args)
 
-    from sweep.study import describe_best, mask_url, run_sweep
+    from sweep.storage import mask_url
+    from sweep.study import describe_best, run_sweep
     from sweep.tracking import Tracker
 
     out = output_dir(args)
@@ -111,7 +112,7 @@ def run_keras_tuner(args: argparse.Namespace, space, profile) -> int:
     source = data_source(args)
     uri, out = tracking_uri(args), output_dir(args)
 
-    from sweep.study import mask_url
+    from sweep.storage import mask_url
     from sweep.tracking import Tracker
 
     print(f"keras-tuner project: {project_dir(out, space, args.tuner)}\n"
@@ -181,7 +182,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_studies(args: argparse.Namespace) -> int:
     import optuna
 
-    from sweep.study import mask_url, open_storage
+    from sweep.storage import mask_url, open_storage
 
     url = storage_url(args)
     storage = open_storage(url)
@@ -221,7 +222,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     from sweep.browse import mlflow_ui_command, pick_port, run_mlflow_ui
-    from sweep.study import mask_url
+    from sweep.storage import mask_url
 
     uri = tracking_uri(args)
     if uri.startswith(("http://", "https://")):
@@ -241,7 +242,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from sweep.browse import dashboard_server, pick_port
-    from sweep.study import mask_url, open_storage
+    from sweep.storage import mask_url, open_storage
 
     url = storage_url(args)
     storage = open_storage(url)

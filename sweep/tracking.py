@@ -56,7 +56,7 @@ class Tracker:
 
     def check(self) -> None:
         """Fail fast, before any training, when the tracking store cannot be reached."""
-        from sweep.study import mask_url
+        from sweep.storage import mask_url
 
         quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
         saved = {key: os.environ.get(key) for key in quick}

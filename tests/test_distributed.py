@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 
 from sweep import services as services_module
 from sweep.errors import SweepError
-from sweep.study import database_url
+from sweep.storage import database_url
 from tests.conftest import idx_options
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]

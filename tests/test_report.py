@@ -207,7 +207,8 @@ def stores(tmp_path_factory, idx_files) -> Path:
     from sweep.data import find_source
     from sweep.profiles import get_profile
     from sweep.space import load_space
-    from sweep.study import default_storage, run_sweep
+    from sweep.storage import default_storage
+    from sweep.study import run_sweep
     from sweep.tracking import Tracker
 
     out = tmp_path_factory.mktemp("stores")

@@ -14,7 +14,8 @@ from sweep.data import find_source
 from sweep.errors import SweepError
 from sweep.profiles import get_profile
 from sweep.space import load_space
-from sweep.study import default_storage, mask_url, open_storage, plan, run_sweep
+from sweep.storage import default_storage, mask_url, open_storage
+from sweep.study import plan, run_sweep
 from sweep.tracking import Tracker
 
 
