@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import stat
+import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
@@ -13,6 +20,13 @@ from sweep.errors import SweepError
 
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
+GZIP_MAGIC = b"\x1f\x8b"
+_KINDS = {IMAGES_MAGIC: "images (count, rows, cols)", LABELS_MAGIC: "labels (count)"}
+# Deflate turns one compressed byte into at most 1032 bytes: a bound on what a gzip file holds.
+_DEFLATE_MAX_RATIO = 1032
+# Far above any IDX dataset a sweep trains on in memory (Fashion-MNIST is 47 MB).
+MAX_IDX_BYTES = 4 << 30
+_CHUNK = 1 << 20
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DATASETS = ("fashion-mnist", "mnist")
 _IDX_NAMES = {
@@ -27,40 +41,174 @@ class IdxError(SweepError):
     """An IDX file is missing, truncated or not what its header says."""
 
 
+class _Idx(NamedTuple):
+    """An open IDX file positioned after its header, and what the header declares."""
+
+    stream: BinaryIO
+    dims: tuple[int, ...]
+    header_bytes: int
+    payload_bytes: int
+    is_gzip: bool
+    disk_bytes: int | None
+
+
 def read_idx(path: str | os.PathLike[str], expect_magic: int | None = None) -> np.ndarray:
-    """Read an IDX file of unsigned bytes (raw or gzip) into an array shaped as its header says."""
+    """Read an IDX file of unsigned bytes (raw or gzip) into an array shaped as its header says.
+
+    The payload is streamed and stops one byte past the size the header declares, so memory
+    grows with the bytes that really arrive, never with what a hostile header claims."""
     path = Path(path)
+    with _open_idx(path, expect_magic) as idx:
+        _check_capacity(path, idx)
+        payload = _read_payload(idx.stream, idx.payload_bytes)
+    expected, found = idx.header_bytes + idx.payload_bytes, idx.header_bytes + len(payload)
+    if found != expected:
+        more = "more than " if found > expected else ""
+        verb = "inflates to" if idx.is_gzip else "has"
+        raise _size_error(path, idx.dims, f"{verb} {more}{min(found, expected)} bytes")
+    return np.frombuffer(payload, dtype=np.uint8).reshape(idx.dims)
+
+
+def idx_shape(path: str | os.PathLike[str], expect_magic: int | None = None) -> tuple[int, ...]:
+    """The dimensions an IDX file's header declares, without reading its payload."""
+    with _open_idx(Path(path), expect_magic) as idx:
+        return idx.dims
+
+
+@contextmanager
+def _open_idx(path: Path, expect_magic: int | None) -> Iterator[_Idx]:
+    """Open an IDX file (raw or gzip) and read its header; every failure to read the file,
+    here or in the caller's body, becomes one IdxError naming it."""
     try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except FileNotFoundError:
-        raise IdxError(f"{path}: file not found") from None
-    except (OSError, EOFError) as exc:
-        raise IdxError(f"{path}: cannot read ({exc})") from None
-    if len(raw) < 4:
-        raise IdxError(f"{path}: too short for an IDX header ({len(raw)} bytes)")
-    magic = int.from_bytes(raw[:4], "big")
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):  # opening a FIFO would block
+            raise IdxError(f"{path}: not a regular file (a pipe or device); name an IDX file")
+        with open(path, "rb") as file:
+            is_gzip = file.read(2) == GZIP_MAGIC
+            file.seek(0)
+            stream = gzip.GzipFile(fileobj=file) if is_gzip else file
+            dims, header_bytes = _read_header(path, stream, expect_magic)
+            on_disk = os.fstat(file.fileno())
+            disk_bytes = on_disk.st_size if stat.S_ISREG(on_disk.st_mode) else None
+            size = _payload_size(path, dims)
+            yield _Idx(stream, dims, header_bytes, size, is_gzip, disk_bytes)
+    except (gzip.BadGzipFile, zlib.error, EOFError) as exc:
+        reason = "it ends early" if isinstance(exc, EOFError) else _short(exc)
+        raise IdxError(
+            f"{path}: cannot read: not a valid gzip file ({reason}); re-download it, "
+            "or decompress it and pass the raw file"
+        ) from None
+    except OSError as exc:
+        raise IdxError(f"{path}: {_os_reason(exc)}") from None
+
+
+def _read_header(
+    path: Path, stream: BinaryIO, expect_magic: int | None
+) -> tuple[tuple[int, ...], int]:
+    """The dimensions an IDX header declares, and the header's length in bytes."""
+    head = stream.read(4)
+    if len(head) < 4:
+        raise IdxError(f"{path}: too short for an IDX header ({len(head)} bytes)")
+    magic = int.from_bytes(head, "big")
     if expect_magic is not None and magic != expect_magic:
-        kind = "images" if expect_magic == IMAGES_MAGIC else "labels"
         raise IdxError(
-            f"{path}: magic number {magic}, expected {expect_magic} for IDX {kind}; "
-            "is it the right file?"
+            f"{path}: magic number {magic}, expected {expect_magic} for "
+            f"{_magic_kind(expect_magic)} but this is {_magic_kind(magic)}; is it the right file?"
         )
-    if raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+    if head[:3] != b"\x00\x00\x08":
         raise IdxError(f"{path}: magic number {magic} is not an IDX file of unsigned bytes")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header:
+    ndim = head[3]
+    if ndim == 0:
+        raise IdxError(f"{path}: header declares 0 dimensions; the file is corrupt")
+    raw_dims = stream.read(4 * ndim)
+    if len(raw_dims) < 4 * ndim:
         raise IdxError(f"{path}: header declares {ndim} dimensions but the file ends early")
-    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = header + int(np.prod(dims, dtype=np.int64))
-    if len(raw) != expected:
+    dims = tuple(int.from_bytes(raw_dims[i : i + 4], "big") for i in range(0, 4 * ndim, 4))
+    return dims, 4 + 4 * ndim
+
+
+def _payload_size(path: Path, dims: tuple[int, ...]) -> int:
+    """The byte count the dimensions multiply to, in Python ints so no header can overflow it."""
+    size = math.prod(dims)
+    if size > MAX_IDX_BYTES:
         raise IdxError(
-            f"{path}: header says {'x'.join(map(str, dims))} ({expected} bytes) but the file "
-            f"has {len(raw)} bytes; it is truncated or corrupt"
+            f"{path}: header claims {_shape_text(dims)} ({_count_text(size)} bytes), more than "
+            f"the {MAX_IDX_BYTES >> 30} GiB a sweep reads; the file is corrupt"
         )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    return size
+
+
+def _check_capacity(path: Path, idx: _Idx) -> None:
+    """Before reading: a raw file must be exactly header + payload long, and a gzip file
+    cannot inflate to more than deflate's maximum ratio allows."""
+    if idx.disk_bytes is None:
+        return
+    expected = idx.header_bytes + idx.payload_bytes
+    if not idx.is_gzip and idx.disk_bytes != expected:
+        raise _size_error(path, idx.dims, f"has {idx.disk_bytes} bytes")
+    if idx.is_gzip and expected > idx.disk_bytes * _DEFLATE_MAX_RATIO:
+        raise _size_error(
+            path, idx.dims, f"is a gzip of {idx.disk_bytes} bytes, which cannot hold that much"
+        )
+
+
+def _read_payload(stream: BinaryIO, size: int) -> bytearray:
+    """Up to `size` + 1 bytes of `stream`, read in chunks and grown as they arrive."""
+    payload = bytearray()
+    while len(payload) <= size:
+        chunk = stream.read(min(_CHUNK, size + 1 - len(payload)))
+        if not chunk:
+            break
+        payload += chunk
+    return payload
+
+
+def _size_error(path: Path, dims: tuple[int, ...], found: str) -> IdxError:
+    expected = math.prod(dims) + 4 + 4 * len(dims)
+    return IdxError(
+        f"{path}: header says {_shape_text(dims)} ({expected} bytes) but the file {found}; "
+        "it is truncated or corrupt"
+    )
+
+
+def _magic_kind(magic: int) -> str:
+    if magic in _KINDS:
+        return f"IDX {_KINDS[magic]}"
+    if magic >> 8 == 0x08:
+        return f"an IDX file of {magic & 0xFF} dimensions"
+    return "not an IDX file of unsigned bytes"
+
+
+def _shape_text(dims: tuple[int, ...]) -> str:
+    """Dimensions as text (an image size as rows x cols, e.g. 28x14), cut short for a header
+    that declares very many."""
+    text = "x".join(map(str, dims[:4]))
+    return text if len(dims) <= 4 else f"{text}x... ({len(dims)} dimensions)"
+
+
+def _count_text(n: int) -> str:
+    digits = str(n)
+    return digits if len(digits) <= 20 else f"about 10^{len(digits) - 1}"
+
+
+def _short(exc: BaseException) -> str:
+    """A short one-line reason from an exception, never a long repr of a user's data."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_OS_REASONS = {
+    FileNotFoundError: "file not found; check the path",
+    IsADirectoryError: "is a directory, not an IDX file; name the file inside it",
+    PermissionError: "permission denied; make the file readable",
+}
+
+
+def _os_reason(exc: OSError) -> str:
+    for kind, reason in _OS_REASONS.items():
+        if isinstance(exc, kind):
+            return reason
+    return f"cannot read ({exc.strerror or type(exc).__name__})"
 
 
 def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> Path:
@@ -78,6 +226,12 @@ def read_images(path: str | os.PathLike[str]) -> np.ndarray:
     if images.ndim != 3:
         raise IdxError(
             f"{path}: images must have 3 dimensions (count, rows, cols), got {images.ndim}"
+        )
+    rows, cols = images.shape[1:]
+    if rows == 0 or cols == 0:
+        raise IdxError(
+            f"{path}: header says images of {rows}x{cols} pixels; an image needs at least "
+            "1 row and 1 column, so the file is corrupt"
         )
     return images
 
@@ -119,6 +273,12 @@ class Split:
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
 
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(rows, cols) of every image: the sizes a model's poolings must divide."""
+        rows, cols = self.x_train.shape[1:3]
+        return int(rows), int(cols)
+
     def take(self, train_size: int | None, val_size: int | None) -> Split:
         """The first `train_size` / `val_size` images of each split (None: all of them)."""
         for key, wanted, available in (
@@ -150,22 +310,57 @@ class DataSource:
     files: IdxFiles | None = None
 
     def training(self) -> tuple[np.ndarray, np.ndarray]:
-        """Images (n, rows, cols) and labels of the training file."""
+        """Images (n, rows, cols) and labels of the training file: at least one image to
+        train on and one to validate on, checked here, where the file's name is known."""
         if self.files is None:
-            return self._keras_arrays()[0]
-        return _read_pair(self.files.train_images, self.files.train_labels)
+            images, labels = self._keras_arrays()[0]
+        else:
+            images, labels = _read_pair(self.files.train_images, self.files.train_labels)
+        _need_images(images, self._name("train_images"), _MIN_TRAINING_IMAGES, _TRAINING_NEEDS)
+        return images, labels
 
     def test(self) -> tuple[np.ndarray, np.ndarray]:
-        """Images and labels of the test file: for a final evaluation only."""
+        """Images and labels of the test file: for a final evaluation only. Its images must
+        have the training images' size, which the training file's header gives."""
         if self.files is None:
-            return self._keras_arrays()[1]
-        return _read_pair(self.files.test_images, self.files.test_labels)
+            images, labels = self._keras_arrays()[1]
+        else:
+            images, labels = _read_pair(self.files.test_images, self.files.test_labels)
+            trained = idx_shape(self.files.train_images, IMAGES_MAGIC)[1:]
+            if images.shape[1:] != trained:
+                raise IdxError(
+                    f"{self.files.test_images}: images are {_shape_text(images.shape[1:])} but "
+                    f"the training images ({self.files.train_images}) are "
+                    f"{_shape_text(trained)}; pair the test file with its own training file"
+                )
+        _need_images(images, self._name("test_images"), 1, "the final evaluation needs at least 1")
+        return images, labels
+
+    def _name(self, key: str) -> str:
+        return str(getattr(self.files, key)) if self.files is not None else self.location
 
     def _keras_arrays(self):
-        if self.location.endswith(".npz"):
+        if not self.location.endswith(".npz"):
+            return _download(self.name)
+        try:
             with np.load(self.location) as data:
                 return (data["x_train"], data["y_train"]), (data["x_test"], data["y_test"])
-        return _download(self.name)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise SweepError(
+                f"{self.location}: cannot read Keras' cached dataset ({_short(exc)}); delete "
+                "it so that Keras downloads it again"
+            ) from None
+
+
+_MIN_TRAINING_IMAGES = 2
+_TRAINING_NEEDS = "training needs at least 2 (one to train, one to validate)"
+
+
+def _need_images(images: np.ndarray, name: str, minimum: int, needs: str) -> None:
+    """Fail in one line, naming the file, when it has fewer than `minimum` images."""
+    if len(images) < minimum:
+        plural = "image" if len(images) == 1 else "images"
+        raise IdxError(f"{name}: has {len(images)} {plural}; {needs}")
 
 
 def _read_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -241,7 +436,8 @@ def subset_and_split(
     The test file is never involved: it is kept for the classifier's final evaluation.
     """
     order = np.random.default_rng(seed).permutation(len(images))[:subset]
-    n_val = max(1, round(len(order) * val_fraction))
+    _need_images(order, "the training data", _MIN_TRAINING_IMAGES, _TRAINING_NEEDS)
+    n_val = min(max(1, round(len(order) * val_fraction)), len(order) - 1)
     val_idx, train_idx = order[:n_val], order[n_val:]
     return Split(
         x_train=to_float_images(images[train_idx]),
