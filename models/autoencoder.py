@@ -24,7 +24,7 @@ def build_autoencoder(
     Layers are named `enc_s{stage}_conv{i}`, `enc_s{stage}_bn{i}`, `enc_s{stage}_pool`, then
     `dec_...`, so the encoder can be cut out by name (see `extract_encoder`).
     """
-    check_depth(config.filters, config.pool_blocks, min(input_shape[0], input_shape[1]))
+    check_depth(config.filters, config.pool_blocks, (input_shape[0], input_shape[1]))
     dtype = dtype_policy(config.precision)
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs

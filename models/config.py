@@ -4,10 +4,29 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
 from dataclasses import dataclass
 from typing import Any
 
 Stage = int | tuple[int, ...]
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 4, 40, 40, 30
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxset = _SHORT.maxfrozenset = 6
+_SHORT.maxdict = 4
+
+
+def short(value: Any) -> str:
+    """A repr of a user's value cut to a few dozen characters, so that no message is huge."""
+    return _SHORT.repr(value)
+
+
+def short_text(text: str, limit: int = 120) -> str:
+    """`text` on one line, cut in the middle past `limit` characters (keys, names, messages)."""
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit // 2 - 2]}...{text[-(limit // 2 - 2) :]}"
 
 
 class ConfigError(ValueError):
@@ -18,6 +37,10 @@ class Config:
     """Shared behaviour of the config dataclasses: build from plain values, check, export."""
 
     _normalisers: dict[str, Any] = {}
+    # Keys checked together (in __post_init__ and check_images); the others one by one.
+    coupled_keys: tuple[str, ...] = ()
+    # The keys whose values check_images reads (a subset of coupled_keys).
+    image_keys: tuple[str, ...] = ()
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -26,20 +49,29 @@ class Config:
     @classmethod
     def from_dict(cls, values: dict[str, Any]):
         """Build a config from plain (YAML) values, normalising and checking each key."""
-        unknown = sorted(set(values) - set(cls.field_names()))
-        if unknown:
-            raise ConfigError(
-                f"unknown key {unknown[0]!r}; valid keys: {', '.join(cls.field_names())}"
-            )
+        cls._check_keys(values, f"; valid keys: {', '.join(cls.field_names())}")
         return cls().replace(**values)
+
+    @classmethod
+    def _check_keys(cls, keys: Any, hint: str = "") -> None:
+        """Raise ConfigError naming the first key (of any type) that is not a field."""
+        fields = cls.field_names()
+        unknown = [key for key in keys if not isinstance(key, str) or key not in fields]
+        if unknown:
+            raise ConfigError(f"unknown key {short(unknown[0])}{hint}")
+
+    @classmethod
+    def normalise(cls, changes: dict[str, Any]) -> dict[str, Any]:
+        """Each value normalised and checked on its own (not against the other keys)."""
+        cls._check_keys(changes)
+        return {key: cls._normalisers[key](key, value) for key, value in changes.items()}
 
     def replace(self, **changes: Any):
         """A copy with `changes` applied, each value normalised and checked."""
-        unknown = sorted(set(changes) - set(self.field_names()))
-        if unknown:
-            raise ConfigError(f"unknown key {unknown[0]!r}")
-        normalised = {key: self._normalisers[key](key, value) for key, value in changes.items()}
-        return dataclasses.replace(self, **normalised)  # type: ignore[type-var]
+        return dataclasses.replace(self, **self.normalise(changes))  # type: ignore[type-var]
+
+    def check_images(self, rows: int, cols: int) -> None:
+        """Raise ConfigError if this config cannot take `rows` x `cols` images (once known)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (lists, not tuples), suitable for YAML, JSON and MLflow params."""
@@ -75,8 +107,14 @@ class AutoencoderConfig(Config):
     val_size: int | None = None
     precision: str = "auto"
 
+    coupled_keys = ("filters", "pool_blocks")
+    image_keys = ("pool_blocks",)
+
     def __post_init__(self) -> None:
-        check_depth(self.filters, self.pool_blocks)
+        check_stages(self.filters, self.pool_blocks)
+
+    def check_images(self, rows: int, cols: int) -> None:
+        check_pooling(self.pool_blocks, (rows, cols))
 
     @property
     def stages(self) -> tuple[tuple[int, ...], ...]:
@@ -84,19 +122,33 @@ class AutoencoderConfig(Config):
         return tuple(s if isinstance(s, tuple) else (s,) for s in self.filters)
 
 
-def check_depth(filters: tuple[Stage, ...], pool_blocks: int, image_size: int = 28) -> None:
-    """Raise ConfigError unless `pool_blocks` poolings keep the image divisible by 2 each time."""
+def check_stages(filters: tuple[Stage, ...], pool_blocks: int) -> None:
+    """Raise ConfigError unless there is a stage for each of the `pool_blocks` poolings."""
     if pool_blocks > len(filters):
         raise ConfigError(
-            f"pool_blocks={pool_blocks} but filters has only {len(filters)} stages; "
+            f"pool_blocks={short(pool_blocks)} but filters has only {len(filters)} stages; "
             f"use pool_blocks <= {len(filters)}"
         )
-    max_pool = max_pool_blocks(image_size)
+
+
+def check_depth(filters: tuple[Stage, ...], pool_blocks: int, image: tuple[int, int]) -> None:
+    """Raise ConfigError unless `pool_blocks` poolings keep both sides of `image` (rows, cols)
+    divisible by 2 each time, so the decoder upsamples back to the same size."""
+    check_stages(filters, pool_blocks)
+    check_pooling(pool_blocks, image)
+
+
+def check_pooling(pool_blocks: int, image: tuple[int, int]) -> None:
+    """Raise ConfigError unless `pool_blocks` poolings keep both sides of `image` even."""
+    rows, cols = image
+    side = min(image, key=max_pool_blocks)
+    max_pool = max_pool_blocks(side)
     if pool_blocks > max_pool:
+        why = f"{side} is odd" if max_pool == 0 else _halvings(side)
         raise ConfigError(
-            f"pool_blocks={pool_blocks} is too deep for {image_size}x{image_size} images: each "
-            f"pooling halves the size and it must stay divisible by 2 "
-            f"({_halvings(image_size)}); use pool_blocks <= {max_pool}"
+            f"pool_blocks={short(pool_blocks)} is too deep for {rows}x{cols} images: each "
+            f"pooling halves the size and it must stay divisible by 2 ({why}); "
+            f"use pool_blocks <= {max_pool}"
         )
 
 
@@ -122,7 +174,7 @@ def _is_int(value: Any) -> bool:
 
 def _positive_int(key: str, value: Any) -> int:
     if not _is_int(value) or value < 1:
-        raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+        raise ConfigError(f"{key} must be a positive integer, got {short(value)}")
     return value
 
 
@@ -132,20 +184,20 @@ def _optional_positive_int(key: str, value: Any) -> int | None:
 
 def _non_negative_int(key: str, value: Any) -> int:
     if not _is_int(value) or value < 0:
-        raise ConfigError(f"{key} must be an integer >= 0, got {value!r}")
+        raise ConfigError(f"{key} must be an integer >= 0, got {short(value)}")
     return value
 
 
 def _learning_rate(key: str, value: Any) -> float:
     if not isinstance(value, float) or not math.isfinite(value) or not 0 < value < 1:
-        raise ConfigError(f"{key} must be a number between 0 and 1 (e.g. 1e-3), got {value!r}")
+        raise ConfigError(f"{key} must be a number between 0 and 1 (e.g. 1e-3), got {short(value)}")
     return value
 
 
 def _filters(key: str, value: Any) -> tuple[Stage, ...]:
     hint = "e.g. [32, 64, 128] or [[16, 32], [64, 128], [256]]"
     if not isinstance(value, (list, tuple)) or not value:
-        raise ConfigError(f"{key} must be a non-empty list of stages, {hint}; got {value!r}")
+        raise ConfigError(f"{key} must be a non-empty list of stages, {hint}; got {short(value)}")
     stages: list[Stage] = []
     for stage in value:
         if _is_int(stage) and stage > 0:
@@ -156,14 +208,15 @@ def _filters(key: str, value: Any) -> tuple[Stage, ...]:
             stages.append(tuple(stage))
         else:
             raise ConfigError(
-                f"{key}: each stage must be a positive int or a list of them, {hint}; got {stage!r}"
+                f"{key}: each stage must be a positive int or a list of them, {hint}; "
+                f"got {short(stage)}"
             )
     return tuple(stages)
 
 
 def _fraction(key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ConfigError(f"{key} must be a number from 0 to below 1, got {value!r}")
+        raise ConfigError(f"{key} must be a number from 0 to below 1, got {short(value)}")
     return float(value)
 
 
@@ -173,7 +226,7 @@ PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 def _precision(key: str, value: Any) -> str:
     if value not in PRECISIONS:
-        raise ConfigError(f"{key} must be one of {', '.join(PRECISIONS)}, got {value!r}")
+        raise ConfigError(f"{key} must be one of {', '.join(PRECISIONS)}, got {short(value)}")
     return value
 
 
@@ -219,13 +272,15 @@ class ClassifierConfig(Config):
 
 def _factor(key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise ConfigError(f"{key} must be a number above 0 and at most 1 (e.g. 0.5), got {value!r}")
+        raise ConfigError(
+            f"{key} must be a number above 0 and at most 1 (e.g. 0.5), got {short(value)}"
+        )
     return float(value)
 
 
 def _augment(key: str, value: Any) -> str:
     if value not in AUGMENTATIONS:
-        raise ConfigError(f"{key} must be one of {', '.join(AUGMENTATIONS)}, got {value!r}")
+        raise ConfigError(f"{key} must be one of {', '.join(AUGMENTATIONS)}, got {short(value)}")
     return value
 
 

@@ -85,8 +85,11 @@ def test_kernel_size_and_learning_rate_are_applied() -> None:
 
 
 def test_too_deep_for_28_pixels_explains_why() -> None:
+    config = AutoencoderConfig(filters=(8, 16, 32, 64), pool_blocks=3)  # images not known yet
     with pytest.raises(ConfigError, match=r"28 -> 14 -> 7.*pool_blocks <= 2"):
-        AutoencoderConfig(filters=(8, 16, 32, 64), pool_blocks=3)
+        config.check_images(28, 28)
+    with pytest.raises(ConfigError, match=r"28x28 images.*28 -> 14 -> 7.*pool_blocks <= 2"):
+        build_autoencoder(config)
     with pytest.raises(ConfigError, match="only 2 stages"):
         AutoencoderConfig().replace(filters=[8, 16], pool_blocks=3)
 

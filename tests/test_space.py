@@ -176,9 +176,9 @@ def test_format_value_is_readable_and_stable() -> None:
             "both 'low' and 'high'",
         ),
         (
-            BASE + "params: {pool_blocks: {values: [1, 3]}}\n",
+            BASE + "params: {pool_blocks: {values: [1, 4]}}\n",
             "params.pool_blocks.values",
-            "too deep for 28x28",
+            "only 3 stages",
         ),
         (
             BASE + "params: {depth: {values: [{filters: [8, 16], pool_blocks: 3}]}}\n",
@@ -227,11 +227,6 @@ def test_format_value_is_readable_and_stable() -> None:
             "unknown key 'kernel'",
         ),
         (
-            "study: s\nbase: {filters: [8, 16, 32, 64], pool_blocks: 2}\nparams: {pool_blocks: {values: [2, 4]}}\n",
-            "params.pool_blocks.values",
-            "too deep",
-        ),
-        (
             "study: s\nbase: {filters: [8, 16, 32], pool_blocks: 1}\nparams: {filters: {values: [[8]]}, pool_blocks: {values: [2]}}\n",
             "params.filters, params.pool_blocks",
             "the combination",
@@ -248,6 +243,34 @@ def test_malformed_space_names_file_and_key(
     assert text.startswith(f"{path}: ")
     assert key in text and message in text
     assert "\n" not in text
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "message"),
+    [
+        (
+            BASE + "params: {pool_blocks: {values: [1, 3]}}\n",
+            "params.pool_blocks",
+            "pool_blocks=3 is too deep for 28x28",
+        ),
+        (
+            "study: s\nbase: {filters: [8, 16, 32, 64], pool_blocks: 2}\n"
+            "params: {pool_blocks: {values: [2, 4]}}\n",
+            "params.pool_blocks",
+            "too deep",
+        ),
+    ],
+)
+def test_too_deep_for_the_images_names_file_and_key(
+    tmp_path: Path, text: str, key: str, message: str
+) -> None:
+    """Depth against the image size is checked once the images are known, not at load."""
+    path = write(tmp_path, text)
+    space = load_space(path)
+    with pytest.raises(SpaceError) as info:
+        space.check_images(28, 28)
+    assert str(info.value).startswith(f"{path}: {key}: ") and message in str(info.value)
+    space.check_images(64, 64)
 
 
 def test_not_yaml_and_missing_file(tmp_path: Path) -> None:
@@ -287,8 +310,10 @@ def test_set_fixes_base_keys_but_not_varied_ones() -> None:
     assert (changed.base.epochs, changed.base.kernel_size) == (2, 5)
     with pytest.raises(SweepError, match="--set filters: .*varies this key"):
         apply_overrides(space, {"filters": [8]})
-    with pytest.raises(SweepError, match="--set: .*pool_blocks"):
-        apply_overrides(space, {"pool_blocks": 3})
+    with pytest.raises(SweepError, match="--set: .*pool_blocks=4 but filters has only 3"):
+        apply_overrides(space, {"pool_blocks": 4})
+    with pytest.raises(SpaceError, match="base: pool_blocks=3 is too deep for 28x28"):
+        apply_overrides(space, {"pool_blocks": 3}).check_images(28, 28)
 
 
 def test_range_candidates_are_both_ends() -> None:
