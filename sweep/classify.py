@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -20,7 +21,7 @@ from sweep.tf_env import import_keras_quietly
 
 keras = import_keras_quietly()
 
-from models.autoencoder import extract_encoder  # noqa: E402
+from models.autoencoder import ENCODER_PREFIX, extract_encoder  # noqa: E402
 from models.classifier import build_classifier, set_phase  # noqa: E402
 from sweep.tf_env import use_xla  # noqa: E402
 
@@ -109,14 +110,40 @@ def resolve_encoder(
     return EncoderSource(path, description, run_id)
 
 
-def load_encoder(source: EncoderSource) -> keras.Model:
+def load_encoder(source: EncoderSource, input_shape: tuple[int, ...]) -> keras.Model:
+    """The encoder cut out of the autoencoder in `source`, for images of `input_shape`; any
+    other file (not Keras, not this project's, another image size) is a one-line SweepError."""
+    where = f"the encoder ({source.description})"
+    if not zipfile.is_zipfile(source.path):
+        raise SweepError(
+            f"{where} is not a Keras file (a .keras file is a zip archive); pass --encoder-from "
+            "the model.keras of an autoencoder trial"
+        )
     try:
         model = keras.models.load_model(source.path, compile=False)
-        return extract_encoder(model)
-    except (ValueError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a foreign archive fails in many ways
         raise SweepError(
-            f"{source.path}: not an autoencoder saved by this project ({exc})"
+            f"{where} is not a Keras model this project can load ({_first_line(exc)}); pass "
+            "--encoder-from the model.keras of an autoencoder trial"
         ) from None
+    try:
+        encoder = extract_encoder(model)
+    except ValueError:
+        raise SweepError(
+            f"{where} is a Keras model without the encoder layers ({ENCODER_PREFIX}*); pass "
+            "--encoder-from an autoencoder saved by this project, not a classifier or other model"
+        ) from None
+    if tuple(encoder.input_shape[1:]) != tuple(input_shape):
+        raise SweepError(
+            f"{where} takes images of {tuple(encoder.input_shape[1:])} but the data has "
+            f"{tuple(input_shape)}; pass an encoder trained on images of this size"
+        )
+    return encoder
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return f"{type(exc).__name__}: {text.splitlines()[0][:120]}"
 
 
 def check_labels(labels: np.ndarray, n_classes: int, what: str) -> None:
@@ -126,6 +153,30 @@ def check_labels(labels: np.ndarray, n_classes: int, what: str) -> None:
             f"{what}: label {int(bad[0])} is out of range 0..{n_classes - 1} (the training "
             "labels define the classes); are the label files from the same dataset?"
         )
+
+
+def check_inputs(
+    config: ClassifierConfig,
+    split: Split,
+    n_classes: int,
+    encoder_source: EncoderSource,
+    test: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[Split, keras.Model]:
+    """The inputs checked against each other before anything is trained or recorded (each file
+    alone is checked as sweep.data reads it): config vs split, at least 2 classes, `test` labels
+    in the training classes (None in a sweep), encoder vs images. Returns the trimmed split and
+    the loaded encoder."""
+    data = split.take(config.train_size, config.val_size)
+    classes = np.unique(data.y_train)
+    if len(classes) < 2:
+        hint = " or raise train_size" if config.train_size else ""
+        raise SweepError(
+            f"the training images ({len(data.y_train)}) all have label {int(classes[0])}: a "
+            f"classifier needs at least 2 classes; check --train-labels{hint}"
+        )
+    if test is not None:
+        check_labels(test[1], n_classes, "test labels")
+    return data, load_encoder(encoder_source, data.input_shape)
 
 
 class _EpochLog(keras.callbacks.Callback):
@@ -172,16 +223,12 @@ def prepare(
     n_classes: int,
     encoder_source: EncoderSource,
     seed: int,
+    test: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Prepared:
-    """Trim the split, load a fresh copy of the encoder and build the classifier on it."""
-    data = split.take(config.train_size, config.val_size)
+    """Check the inputs (see check_inputs), load a fresh copy of the encoder and build the
+    classifier on it."""
     keras.utils.set_random_seed(seed)
-    encoder = load_encoder(encoder_source)
-    if tuple(encoder.input_shape[1:]) != data.input_shape:
-        raise SweepError(
-            f"the encoder ({encoder_source.description}) takes images of "
-            f"{encoder.input_shape[1:]} but the data has {data.input_shape}"
-        )
+    data, encoder = check_inputs(config, split, n_classes, encoder_source, test)
     model = build_classifier(encoder, config, n_classes)
     return Prepared(data, n_classes, model, config.epochs or profile.epochs, seed)
 
@@ -287,14 +334,16 @@ def run_classifier(
     seed: int = 0,
     stream: TextIO | None = None,
 ) -> ClassifierResult:
-    """Phase 1 (frozen encoder), phase 2 (fine-tuning), then one evaluation on the test file."""
+    """Every input checked, then phase 1 (frozen encoder), phase 2 (fine-tuning) and one
+    evaluation on the test file (read before training only to be checked)."""
     stream = stream or sys.stdout
 
     def say(text: str) -> None:
         print(text, file=stream, flush=True)
 
     split, n_classes = load_training(source, profile, seed)
-    prepared = prepare(config, profile, split, n_classes, encoder_source, seed)
+    x_test, y_test = source.test()
+    prepared = prepare(config, profile, split, n_classes, encoder_source, seed, (x_test, y_test))
     data = prepared.data
     params = {
         **config.to_dict(),
@@ -314,8 +363,6 @@ def run_classifier(
     )
     with tracker.run(EXPERIMENT, "classifier", params, tags) as run:
         history, boundary, _ = train_two_phases(prepared, config, run, say)
-        x_test, y_test = source.test()
-        check_labels(y_test, n_classes, "test labels")
         metrics, folder = _evaluate(
             prepared.model, x_test, y_test, n_classes, source.name, run, output
         )

@@ -87,7 +87,7 @@ def classify(out: Path, files, *extra: str) -> int:
 
 
 @pytest.mark.slow
-def test_tiny_end_to_end_logs_every_metric_and_reads_the_test_file_last(
+def test_tiny_end_to_end_logs_every_metric_checks_the_test_file_first_evaluates_it_last(
     tmp_path: Path, encoder_file: Path, monkeypatch, capsys
 ) -> None:
     import sweep.classify as classify_module
@@ -96,6 +96,7 @@ def test_tiny_end_to_end_logs_every_metric_and_reads_the_test_file_last(
     files = write_dataset(tmp_path / "data", 200, 50)
     events: list[str] = []
     real_test, real_log = DataSource.test, classify_module._EpochLog.on_epoch_end
+    real_evaluate = classify_module._evaluate
 
     def spy_test(self):
         events.append("test")
@@ -105,8 +106,13 @@ def test_tiny_end_to_end_logs_every_metric_and_reads_the_test_file_last(
         events.append(f"epoch{self.phase}")
         return real_log(self, epoch, logs)
 
+    def spy_evaluate(*args):
+        events.append("evaluate")
+        return real_evaluate(*args)
+
     monkeypatch.setattr(DataSource, "test", spy_test)
     monkeypatch.setattr(classify_module._EpochLog, "on_epoch_end", spy_log)
+    monkeypatch.setattr(classify_module, "_evaluate", spy_evaluate)
     out = tmp_path / "out"
     assert (
         classify(
@@ -114,7 +120,7 @@ def test_tiny_end_to_end_logs_every_metric_and_reads_the_test_file_last(
         )
         == 0
     )
-    assert events == ["epoch1", "epoch2", "epoch2", "test"]
+    assert events == ["test", "epoch1", "epoch2", "epoch2", "evaluate"]
     assert "evaluated once" in capsys.readouterr().out
 
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
