@@ -326,6 +326,25 @@ class SearchSpace:
         return f"{self.sampler} over {', '.join(parts)}"
 
 
+# The summary metric of a study's trials of points its space no longer lists (an edited space):
+# kept in both stores, not counted towards the budget or the best trial.
+OUTSIDE_METRIC = "n_outside_space"
+
+
+def kept_note(n: int) -> str:
+    """What a run says of its study's trials of points the space no longer lists."""
+    if n == 1:
+        return "1 trial of a point no longer in the space is kept and not counted"
+    return f"{n} trials of points no longer in the space are kept and not counted"
+
+
+def nothing_left(space: SearchSpace, budget: int) -> str:
+    """What a run says when its study's budget is spent, with the way to extend it."""
+    if space.sampler == "grid" and budget >= len(space.grid_points()):
+        return "Nothing left to run: every point of the grid is done; add values to extend it."
+    return "Nothing left to run; raise --n-trials to extend the study."
+
+
 def format_value(value: Any) -> Any:
     """Readable label for a value Optuna cannot store; scalars are stored as they are."""
     if isinstance(value, dict):

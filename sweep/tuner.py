@@ -5,15 +5,16 @@ This is the one module that translates a space into keras-tuner (space.py transl
 Optuna). A value keras-tuner cannot hold (a filter list, a group of keys) is a choice between
 the labels Optuna stores, and space.py decodes the labels into config values. The oracle
 decides what to try; `make_trial` trains one trial; the tuner's project folder
-(<output>/keras-tuner/<study>) lets a rerun continue a search.
+(<output>/keras-tuner/<study>) lets a rerun continue a search. A grid continues over an edited
+space: trials of points the space no longer holds are kept, and neither block a point nor count.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import io
+import itertools
 import tempfile
 import time
 import warnings
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from sweep.errors import SweepError
-from sweep.space import Param, SearchSpace, format_value
+from sweep.space import OUTSIDE_METRIC, Param, SearchSpace, format_value, kept_note, nothing_left
 
 if TYPE_CHECKING:
     import keras_tuner
@@ -115,6 +116,35 @@ def stored_params(space: SearchSpace, values: dict[str, Any]) -> dict[str, Any]:
     return {p.name: values[p.name] for p in space.params if p.name in values}
 
 
+def _point(values: dict[str, Any]) -> dict[str, Any]:
+    """A trial's point: its values without Hyperband's keys (a parameter the space has dropped
+    since stays, so that the point is not taken for one of the space's)."""
+    return {k: v for k, v in values.items() if k not in HYPERBAND_KEYS}
+
+
+def _key(point: dict[str, Any]) -> tuple:
+    return tuple(sorted(point.items()))
+
+
+def in_space(hps: keras_tuner.HyperParameters, values: dict[str, Any]) -> bool:
+    """Whether a trial's point is one of the space's as the file is now: the same parameters,
+    each at a value it can take (on its grid, where it has one)."""
+    point, space = _point(values), {hp.name: hp for hp in hps.space}
+    return point.keys() == space.keys() and all(_holds(space[k], v) for k, v in point.items())
+
+
+def _holds(hp: Any, value: Any) -> bool:
+    """Whether a hyperparameter takes the value: one of a choice's, or a number in the range (on
+    its step, where it has a linear one)."""
+    if not hasattr(hp, "min_value"):
+        return value in hp.values
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if not hp.min_value <= value <= hp.max_value:
+        return False
+    return hp.step is None or hp.sampling != "linear" or value in hp.values
+
+
 @dataclass(frozen=True)
 class TunerTrial:
     """One keras-tuner trial as the recipe sees it. `params` are stored as Optuna stores them
@@ -154,6 +184,7 @@ class TrialRecord:
     initial_epoch: int = 0
     continues: int | None = None
     run_id: str | None = None
+    in_space: bool = True
 
 
 class _RecipeRunner:
@@ -190,22 +221,60 @@ class _RecipeRunner:
         )
 
 
-class _GridResume:
-    """keras-tuner 1.4.8's grid oracle does not save its place in the grid, so a reloaded
-    search would stop at once: rebuild it from the trials so far, in grid order."""
+class _GridWalk:
+    """Mixed into keras-tuner's Oracle: the grid of the space as the file is now, in keras-tuner's
+    order (first values first, the last parameter fastest), each point tried once a search. A
+    point with a complete trial is never run again (a failed one is, on a rerun, as the Optuna
+    path's grid does); trials of points the space no longer holds are kept but neither block a
+    point nor use up the budget. keras-tuner 1.4.8's grid oracle only walks on from the points
+    it tried, so a reloaded or edited grid could not reach every point."""
+
+    hyperparameters: keras_tuner.HyperParameters
+    trials: dict[str, Any]
+    max_trials: int
+
+    def __init__(self, *args: Any, budget: int, **kwargs: Any) -> None:
+        super().__init__(*args, max_trials=budget, **kwargs)  # type: ignore[call-arg]
+        self.budget = budget
+        self._taken: set[tuple] = set()
 
     def reload(self) -> None:
+        """Continue the saved search over the space's hyperparameters (the saved ones may be an
+        earlier version of the file's); an interrupted trial is retried if its point still is
+        one of the space's. max_trials is set past what the budget can use (it sizes the trial
+        ids); populate_space keeps the budget."""
+        current = self.hyperparameters
         super().reload()  # type: ignore[misc]
-        oracle = self.oracle  # type: ignore[attr-defined]
+        self.hyperparameters = current
+        retry = [t for t in self._retry_queue if self._in_space(self.trials[t])]
+        self._retry_queue = retry
+        self._taken = {_key(_point(self.trials[t].hyperparameters.values)) for t in retry}
+        self.max_trials = len(self.trials) + max(0, self.budget - len(self.complete_points()))
 
-        def order(a: str, b: str) -> int:
-            values = (oracle.trials[t].hyperparameters.values for t in (a, b))
-            return oracle._compare(*values)
+    def complete_points(self) -> set[tuple]:
+        """The space's points that have a complete trial."""
+        complete = (t for t in self.trials.values() if t.status == "COMPLETED")
+        return {_key(_point(t.hyperparameters.values)) for t in complete if self._in_space(t)}
 
-        tried = sorted(dict.fromkeys(oracle.start_order), key=functools.cmp_to_key(order))
-        for trial_id in tried:
-            oracle._ordered_ids.insert(trial_id)
-        oracle._populate_next.extend(tried)
+    def populate_space(self, trial_id: str) -> dict[str, Any]:
+        """The first point in grid order neither complete nor tried in this search, while the
+        budget lasts."""
+        taken = self.complete_points() | self._taken
+        points = (p for p in self._grid() if _key(p) not in taken)
+        point = next(points, None) if len(taken) < self.budget else None
+        if point is None:
+            return {"status": "STOPPED", "values": None}
+        self._taken.add(_key(point))
+        return {"status": "RUNNING", "values": point}
+
+    def _in_space(self, trial: Any) -> bool:
+        return in_space(self.hyperparameters, trial.hyperparameters.values)
+
+    def _grid(self) -> Iterator[dict[str, Any]]:
+        hps = self.hyperparameters.space
+        orders = [[hp.default, *(v for v in hp.values if v != hp.default)] for hp in hps]
+        for combo in itertools.product(*orders):
+            yield {hp.name: value for hp, value in zip(hps, combo, strict=True)}
 
 
 def _add_epochs(trial: Any, epochs: int) -> None:
@@ -234,53 +303,64 @@ def open_tuner(
     Hyperband runs one iteration of its brackets (max_epochs, factor 3), capped at `n_trials`
     if given; the others run `n_trials` (default: the space's). keras-tuner reads seed 0 as
     "no seed", so its oracle gets seed + 1. Failures never stop the search early: the trial
-    budget bounds it.
+    budget bounds it. Only a grid continues over an edited space (see _GridWalk).
     """
     kt = _keras_tuner()
     check_space(space, tuner)
-    bases = {
-        "hyperband": kt.Hyperband,
-        "bayesian": kt.BayesianOptimization,
-        "random": kt.RandomSearch,
-        "grid": kt.GridSearch,
-    }
-    mixins = (_RecipeRunner, _GridResume) if tuner == "grid" else (_RecipeRunner,)
-    cls = type(f"Sweep{bases[tuner].__name__}", (*mixins, bases[tuner]), {})
-    options: dict[str, Any] = (
-        {"max_epochs": max_epochs, "factor": HYPERBAND_FACTOR}
-        if tuner == "hyperband"
-        else {"max_trials": n_trials or space.n_trials}
-    )
     space_hp = hyperparameters(space)
+    common = {
+        "objective": kt.Objective("val_loss", direction="min"),
+        "hyperparameters": space_hp,
+        "allow_new_entries": False,
+        "seed": seed + 1,
+        "max_consecutive_failed_trials": None,
+    }
+    project = {"directory": str(directory.parent), "project_name": directory.name}
     # keras-tuner prints "Reloading Tuner from ..."; run_search says how many trials are done.
     with contextlib.redirect_stdout(io.StringIO()):
-        made = cls(
-            objective=kt.Objective("val_loss", direction="min"),
-            hyperparameters=space_hp,
-            allow_new_entries=False,
-            seed=seed + 1,
-            max_consecutive_failed_trials=None,
-            directory=str(directory.parent),
-            project_name=directory.name,
-            overwrite=False,
-            **options,
-        )
+        made = _make_tuner(tuner, n_trials or space.n_trials, max_epochs, common, project)
     if tuner == "hyperband" and n_trials:
         made.oracle.max_trials = n_trials
     if made.oracle.hyperparameters.get_config() != space_hp.get_config():
         raise SweepError(
-            f"{space.path} changed since the keras-tuner search in {directory} began; "
-            "give the study a new name or delete that folder"
+            f"{space.path} changed since the keras-tuner search in {directory} began, and "
+            f"keras-tuner cannot continue a {tuner} search over a changed space; give the study "
+            "a new name or delete that folder"
         )
     made.oracle.verbose = 0
     made.space, made.keeps_checkpoints = space, tuner == "hyperband"
     return made
 
 
+def _make_tuner(
+    tuner: str, budget: int, max_epochs: int, common: dict[str, Any], project: dict[str, Any]
+) -> keras_tuner.Tuner:
+    """keras-tuner's tuner running the recipe; a grid is keras-tuner's Tuner with _GridWalk."""
+    kt = _keras_tuner()
+    if tuner == "grid":
+        oracle = type("SweepGridOracle", (_GridWalk, kt.Oracle), {})(budget=budget, **common)
+        cls = type("SweepGridSearch", (_RecipeRunner, kt.Tuner), {})
+        return cls(oracle=oracle, overwrite=False, **project)
+    bases = {
+        "hyperband": kt.Hyperband,
+        "bayesian": kt.BayesianOptimization,
+        "random": kt.RandomSearch,
+    }
+    options: dict[str, Any] = (
+        {"max_epochs": max_epochs, "factor": HYPERBAND_FACTOR}
+        if tuner == "hyperband"
+        else {"max_trials": budget}
+    )
+    cls = type(f"Sweep{bases[tuner].__name__}", (_RecipeRunner, bases[tuner]), {})
+    return cls(overwrite=False, **common, **options, **project)
+
+
 def planned_trials(tuner: keras_tuner.Tuner) -> int:
     """The search's trial budget. Hyperband's is what its brackets create (fewer if a small
     space runs out of new points), capped by max_trials where set."""
     oracle = tuner.oracle
+    if isinstance(oracle, _GridWalk):
+        return oracle.budget
     if not hasattr(oracle, "hyperband_iterations"):
         return oracle.max_trials
     brackets = range(oracle._get_num_brackets())
@@ -289,11 +369,20 @@ def planned_trials(tuner: keras_tuner.Tuner) -> int:
     return min(n, oracle.max_trials) if oracle.max_trials else n
 
 
+def done_trials(tuner: keras_tuner.Tuner) -> int:
+    """The budget spent: a grid's points with a complete trial; otherwise every finished trial."""
+    oracle = tuner.oracle
+    if isinstance(oracle, _GridWalk):
+        return len(oracle.complete_points())
+    return sum(t.status in STATES for t in oracle.trials.values())
+
+
 def trial_records(
     trials: Iterable[Any], space: SearchSpace, run_ids: dict[int, str] | None = None
 ) -> list[TrialRecord]:
-    """keras-tuner trials (an oracle's, or loaded from a project) -> records, by number."""
-    records = []
+    """keras-tuner trials (an oracle's, or loaded from a project) -> records, by number; a
+    trial of a point the space no longer holds is kept, with `in_space` False."""
+    hps, records = hyperparameters(space), []
     for trial in trials:
         values = trial.hyperparameters.values
         continues = values.get("tuner/trial_id")
@@ -301,13 +390,14 @@ def trial_records(
         records.append(
             TrialRecord(
                 number=int(trial.trial_id),
-                params=stored_params(space, values),
+                params=_point(values),
                 state=state,
                 best_val_loss=float(trial.score) if state == "complete" else None,
                 epochs_trained=_epochs(trial),
                 initial_epoch=int(values.get("tuner/initial_epoch", 0)),
                 continues=int(continues) if continues is not None else None,
                 run_id=(run_ids or {}).get(int(trial.trial_id)),
+                in_space=in_space(hps, values),
             )
         )
     return sorted(records, key=lambda r: r.number)
@@ -351,7 +441,9 @@ def _run_ids(tracker: Tracker, study: str) -> dict[int, str]:
 
 def as_study(records: list[TrialRecord], space: SearchSpace) -> optuna.Study:
     """The records as an in-memory Optuna study (through space.suggest, so the params are
-    Optuna's), so that study.py's summaries describe both backends alike."""
+    Optuna's), so that study.py's summaries describe both backends alike. A trial of a point no
+    longer in the space (its params may not decode) is an empty trial left running: the numbers
+    stay keras-tuner's, and the counts and the best leave it out."""
     import optuna
     from optuna.trial import TrialState
 
@@ -361,6 +453,9 @@ def as_study(records: list[TrialRecord], space: SearchSpace) -> optuna.Study:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for record in records:
+            if not record.in_space:
+                study.ask()
+                continue
             study.enqueue_trial(record.params)
             trial = study.ask()
             space.suggest(trial)
@@ -376,18 +471,28 @@ def as_study(records: list[TrialRecord], space: SearchSpace) -> optuna.Study:
 
 
 def summary(records: list[TrialRecord], space: SearchSpace) -> dict[str, Any]:
-    """The parent run's summary: Optuna's (counts, best trial), plus the epochs spent."""
+    """The parent run's summary: Optuna's (counts, best trial) of the space's points, the trials
+    of points no longer in it, and the epochs spent by all."""
     from sweep.study import best_summary
 
-    return {**best_summary(as_study(records, space), space), EPOCHS_METRIC: epochs_spent(records)}
+    return {
+        **best_summary(as_study(records, space), space),
+        OUTSIDE_METRIC: sum(not r.in_space for r in records),
+        EPOCHS_METRIC: epochs_spent(records),
+    }
 
 
 def describe(records: list[TrialRecord], space: SearchSpace, tuner: str) -> str:
-    """One line: trials by state, the best trial, and the epochs the search spent."""
+    """One line: the space's trials by state and the best of them, the trials of points no
+    longer in the space, and the epochs the search spent."""
     from sweep.study import describe_best
 
     named = dataclasses.replace(space, study=study_name(space, tuner))
-    return f"{describe_best(as_study(records, space), named)}; {epochs_spent(records)} epochs"
+    text = describe_best(as_study(records, space), named)
+    outside = sum(not r.in_space for r in records)
+    if outside:
+        text += f"; {kept_note(outside)}"
+    return f"{text}; {epochs_spent(records)} epochs"
 
 
 def _tag(client: Any, run_id: str, tuner: str, **extra: str) -> None:
@@ -527,17 +632,20 @@ def run_search(
         space, tuner, project_dir(output, space, tuner),
         max_epochs=max_epochs, n_trials=n_trials, seed=seed if search_seed is None else search_seed,
     )  # fmt: skip
-    budget = planned_trials(kt_tuner)
-    done = sum(t.status in STATES for t in kt_tuner.oracle.trials.values())
+    budget, done = planned_trials(kt_tuner), done_trials(kt_tuner)
     left = max(0, budget - done)
     say = Progress(left, progress_stream).say
     described = dataclasses.replace(space, sampler=f"keras-tuner {tuner}").describe()
     say(f"Study {study!r}: {described}; {done} of {budget} trials done, {left} to run")
+    outside = sum(not r.in_space for r in trial_records(kt_tuner.oracle.trials.values(), space))
+    if outside:
+        say(f"{kept_note(outside)}.")
     if left == 0:
-        say("Nothing left to run; raise --n-trials to extend the search.")
+        say(nothing_left(space, budget))
         return trial_records(kt_tuner.oracle.trials.values(), space, _run_ids(tracker, study))
     note_precision(space, profile, say)
     split, _ = load_split(space, profile, source, seed, say)
+    space.check_images(*split.image_size)
     run_params = {
         **study_run_params(study, space, profile, source, seed),
         "backend": BACKEND,
@@ -560,9 +668,10 @@ def run_search(
     finally:
         records = trial_records(kt_tuner.oracle.trials.values(), space, _run_ids(tracker, study))
         tracker.end_study_run(parent, summary(records, space), status)
-    if len(records) < budget:
+    ran = len({_key(r.params) for r in records if r.in_space}) if tuner == "grid" else len(records)
+    if ran < budget:
         say(
-            f"keras-tuner's {tuner} stopped after {len(records)} of {budget} trials: it stops "
+            f"keras-tuner's {tuner} stopped after {ran} of {budget} trials: it stops "
             "when the space has no untried point left"
             + (" or too few trials of a round completed" if tuner == "hyperband" else "")
         )

@@ -21,6 +21,7 @@ from sweep.tracking import Tracker
 from sweep.tuner import (
     TunerTrial,
     check_space,
+    describe,
     epochs_spent,
     hyperparameters,
     make_trial,
@@ -29,6 +30,7 @@ from sweep.tuner import (
     search_trials,
     stored_params,
     study_name,
+    summary,
 )
 from tests.conftest import SPACES
 
@@ -118,16 +120,18 @@ def test_what_the_backend_cannot_run_is_a_one_line_error(space, tuner, message, 
 
 class FakeRecipe:
     """Scores a trial from its config without Keras, 'training' the epochs it is asked for;
-    raises for the filters in `fail`."""
+    raises for the filters in `fail`, and is interrupted (Ctrl-C) at the kernel `interrupt`."""
 
-    def __init__(self, fail: set[str] | None = None) -> None:
-        self.fail, self.calls = fail or set(), []
+    def __init__(self, fail: set[str] | None = None, interrupt: int | None = None) -> None:
+        self.fail, self.interrupt, self.calls = fail or set(), interrupt, []
 
     def factory(self, space, profile, split, tracker, parent, run_params, progress):
         def recipe(trial) -> float:
             config = profile.apply(space.config_for(space.decode(trial.params)))
             trial.set_user_attr("epochs_trained", (trial.epochs or config.epochs) - trial.initial_epoch)  # fmt: skip
             self.calls.append(trial)
+            if config.kernel_size == self.interrupt:
+                raise KeyboardInterrupt
             if str(config.filters) in self.fail:
                 raise RuntimeError(f"boom for {config.filters}")
             return config.learning_rate * (1 + config.kernel_size) / (trial.epochs or 1)
@@ -225,6 +229,7 @@ def test_bayesian_and_random_search_the_ranges(search, tmp_path: Path, tuner: st
     space = load_space(write_space(tmp_path, RANGES))
     records = run(space, FakeRecipe(), tuner=tuner)
     assert len(records) == 3 and {r.state for r in records} == {"complete"}
+    assert all(r.in_space for r in records)
     for record in records:
         assert 1e-4 <= record.params["learning_rate"] <= 1e-2
         assert record.params["kernel_size"] in (2, 4, 6)
@@ -242,6 +247,115 @@ def test_failed_trials_count_and_the_search_goes_on(search) -> None:
     _, parents, _ = runs_of(out, "filters-kt-grid")
     assert parents[0].data.metrics["n_failed"] == 3
     assert parents[0].data.tags["best_trial"] == "3"
+
+
+KERNELS = """
+study: edited
+base: {filters: [4, 8], pool_blocks: 2, batch_size: 64, epochs: 2}
+params:
+  kernel_size: {values: KERNELS}
+"""
+
+
+def kernel_space(tmp_path: Path, kernels: list[int]):
+    return load_space(write_space(tmp_path, KERNELS.replace("KERNELS", str(kernels))))
+
+
+def kernels(trials) -> list[int]:
+    return [t.params["kernel_size"] for t in trials]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "trained"),
+    [
+        ([2, 3], [3, 5], [5]),
+        ([3, 5], [2, 3, 5], [2]),  # a new first value: keras-tuner's own grid never reaches it
+        ([2, 3], [5, 7], [5, 7]),  # no old point left
+    ],
+)
+def test_an_edited_grid_runs_its_new_points_and_keeps_the_old_ones(
+    search, tmp_path: Path, old, new, trained
+) -> None:
+    run, tracker, out = search
+    fake = FakeRecipe()
+    assert kernels(run(kernel_space(tmp_path, old), fake, tuner="grid")) == old
+    folder = project_dir(out, kernel_space(tmp_path, old), "grid")
+    before = {f: f.read_bytes() for f in folder.glob("trial_*/trial.json")}
+    space, stream = kernel_space(tmp_path, new), io.StringIO()
+    records = run(space, fake, tuner="grid", progress_stream=stream)
+    kept = len([k for k in old if k not in new])
+    assert kernels(fake.calls) == old + trained
+    assert kernels(records) == old + trained
+    assert [r.in_space for r in records] == [k in new for k in old] + [True] * len(trained)
+    assert {f: f.read_bytes() for f in before} == before
+    printed = stream.getvalue()
+    assert f"{len(new) - len(trained)} of {len(new)} trials done, {len(trained)} to run" in printed
+    note = {0: "", 1: "; 1 trial of a point", 2: "; 2 trials of points"}[kept]
+    assert ("no longer in the space are kept" in printed) == (kept == 2)
+    assert ("1 trial of a point no longer in the space is kept" in printed) == (kept == 1)
+
+    again = io.StringIO()
+    assert run(space, fake, tuner="grid", progress_stream=again) == records
+    assert "Nothing left to run" in again.getvalue() and len(fake.calls) == len(old + trained)
+    assert search_trials(out, space, "grid", tracker) == records
+
+    best = min((r for r in records if r.in_space), key=lambda r: r.best_val_loss)
+    assert best.params["kernel_size"] == min(new)
+    facts = summary(records, space)
+    assert facts["n_complete"] == len(new) and facts["n_outside_space"] == kept
+    assert facts["best_trial"] == str(best.number)
+    described = describe(records, space, "grid")
+    assert f"(trial {best.number}: kernel_size={min(new)}){note}" in described
+    assert ("no longer in the space" in described) == bool(kept)
+    _, parents, _ = runs_of(out, "edited-kt-grid")
+    assert len(parents) == 1
+    assert parents[0].data.metrics["n_outside_space"] == kept
+    assert parents[0].data.tags["best_trial"] == str(best.number)
+
+
+def test_a_failed_grid_point_is_tried_again_on_a_rerun(search) -> None:
+    """As the Optuna path's grid: only a complete trial settles a point."""
+    run, _, _ = search
+    space = load_space(SPACES / "filters.yaml")
+    fail = {"(8, 16, 32)", "(16, 32, 64)"}
+    assert [r.state for r in run(space, FakeRecipe(fail=fail), tuner="grid")][:2] == ["failed"] * 2
+    fake, stream = FakeRecipe(), io.StringIO()
+    records = run(space, fake, tuner="grid", progress_stream=stream)
+    assert "2 of 4 trials done, 2 to run" in stream.getvalue()
+    assert [c.params for c in fake.calls] == space.grid_points()[:2]
+    assert [r.state for r in records] == ["failed"] * 2 + ["complete"] * 4
+    assert run(space, fake, tuner="grid") == records and len(fake.calls) == 2
+
+
+@pytest.mark.parametrize(("new", "trained"), [([2, 5], [5]), ([3, 5], [3, 5])])
+def test_an_interrupted_trial_is_retried_only_if_its_point_is_still_in_the_space(
+    search, tmp_path: Path, new, trained
+) -> None:
+    run, _, _ = search
+    with pytest.raises(KeyboardInterrupt):
+        run(kernel_space(tmp_path, [2, 3]), FakeRecipe(interrupt=3), tuner="grid")
+    fake = FakeRecipe()
+    records = run(kernel_space(tmp_path, new), fake, tuner="grid")
+    assert kernels(fake.calls) == trained
+    interrupted = next(r for r in records if r.number == 1)
+    assert interrupted.params["kernel_size"] == 3
+    assert (interrupted.state, interrupted.in_space) == (
+        ("complete", True) if 3 in new else ("running", False)
+    )
+    assert sorted(kernels(r for r in records if r.state == "complete" and r.in_space)) == new
+    assert [c.number for c in fake.calls] == ([1, 2] if 3 in new else [2])
+
+
+def test_other_tuners_refuse_an_edited_space_naming_the_fix(search, tmp_path: Path) -> None:
+    run, _, out = search
+    run(load_space(write_space(tmp_path, RANGES)), FakeRecipe(), tuner="random", n_trials=1)
+    edited = load_space(write_space(tmp_path, RANGES.replace("high: 6", "high: 8")))
+    with pytest.raises(SweepError) as error:
+        run(edited, FakeRecipe(), tuner="random")
+    message = str(error.value)
+    assert "cannot continue a random search over a changed space" in message
+    assert message.endswith("give the study a new name or delete that folder")
+    assert str(project_dir(out, edited, "random")) in message and "\n" not in message
 
 
 # --- end to end: real training through the CLI -------------------------------------------------
