@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import sys
@@ -24,7 +25,7 @@ from optuna.trial import TrialState
 from sweep.data import DataSource, Split
 from sweep.errors import SweepError
 from sweep.profiles import Profile
-from sweep.space import SearchSpace, format_value
+from sweep.space import OUTSIDE_METRIC, SearchSpace, format_value, kept_note, nothing_left
 from sweep.storage import GRACE_FACTOR, StudyLock, open_storage
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -56,6 +57,10 @@ def open_study(space: SearchSpace, storage: optuna.storages.BaseStorage) -> optu
     if study.user_attrs.get("kind") != space.kind:
         study.set_user_attr("kind", space.kind)
         study.set_user_attr("metric", space.metric)
+    # What the space lists now, so that readers can tell the trials of points it dropped.
+    listed = {p.name: [p.low, p.high] if p.is_range else list(p.labels) for p in space.params}
+    if study.user_attrs.get("space") != listed:
+        study.set_user_attr("space", listed)
     return study
 
 
@@ -74,12 +79,13 @@ class Plan:
     retry: tuple[dict[str, Any], ...] = ()
 
 
-def plan(study: optuna.Study, space: SearchSpace, budget: int | None = None) -> Plan:
-    """How many trials are left of the study-wide budget. In a grid, points already complete
-    or pruned are never run again; points whose only trials failed are queued again."""
+def plan(study: optuna.Study | None, space: SearchSpace, budget: int | None = None) -> Plan:
+    """How many trials are left of the study-wide budget (`study` None: not created yet).
+    Only trials of points the space lists now count; in a grid, points already complete or
+    pruned are never run again; points whose only trials failed are queued again."""
     budget = budget or space.n_trials
-    trials = study.get_trials(deepcopy=False)
-    done_trials = [t for t in trials if t.state in DONE_STATES]
+    trials = study.get_trials(deepcopy=False) if study is not None else []
+    done_trials = [t for t in trials if t.state in DONE_STATES and in_space(t, space)]
     if space.sampler != "grid":
         left = max(0, budget - len(done_trials))
         return Plan(budget, len(done_trials), left)
@@ -93,6 +99,87 @@ def plan(study: optuna.Study, space: SearchSpace, budget: int | None = None) -> 
     retry = [p for p in space.grid_points() if _key(p) in failed_points - done_points]
     left = max(0, budget - len(done_points))
     return Plan(budget, len(done_points), left, tuple(retry[:left]))
+
+
+def in_space(trial: optuna.trial.FrozenTrial, space: SearchSpace) -> bool:
+    """Whether the trial's point is one the space lists now. A space edited since its study
+    began leaves trials of other points behind: kept in both stores, not counted."""
+    point = _point(trial)
+    if set(point) != {p.name for p in space.params}:
+        return False
+    for p in space.params:
+        value = point[p.name]
+        if p.is_range:
+            if isinstance(value, str) or not p.low <= value <= p.high:
+                return False
+        elif value not in p.labels:
+            return False
+    return True
+
+
+def not_in_space(study: optuna.Study | None, space: SearchSpace) -> int:
+    """How many finished trials are of points the space no longer lists."""
+    if study is None:
+        return 0
+    trials = study.get_trials(deepcopy=False, states=(*DONE_STATES, TrialState.FAIL))
+    return sum(not in_space(t, space) for t in trials)
+
+
+def align_choices(study: optuna.Study, space: SearchSpace, storage: Any) -> SearchSpace:
+    """The space with Optuna choices its study accepts. Optuna refuses a categorical parameter
+    whose choices differ from those recorded: an edited grid keeps the recorded choices and
+    appends its new labels, and the recorded distributions are widened to match in the
+    storage (values are stored as indices into the choices, so appending keeps every old
+    trial's value). Other samplers model their choices, so theirs cannot change."""
+    from optuna.distributions import CategoricalDistribution
+
+    recorded: dict[str, Any] = {}
+    for trial in study.get_trials(deepcopy=False):
+        for name, distribution in trial.distributions.items():
+            recorded.setdefault(name, distribution)
+    params, widened = [], {}
+    for p in space.params:
+        old = recorded.get(p.name)
+        categorical = isinstance(old, CategoricalDistribution)
+        if old is None or p.is_range != categorical and (p.is_range or old.choices == p.labels):
+            params.append(p)
+            continue
+        if p.is_range or not categorical or space.sampler != "grid":
+            raise SweepError(
+                f"{space.path}: params.{p.name} changed since study {space.study!r} began, and "
+                f"a {space.sampler} study cannot change it; give the study a new name "
+                "(study: NAME in the file) or restore the parameter"
+            )
+        choices = tuple(old.choices) + tuple(x for x in p.labels if x not in old.choices)
+        if choices != tuple(old.choices):
+            widened[p.name] = CategoricalDistribution(choices)
+        params.append(dataclasses.replace(p, choices=choices))
+    if widened:
+        _widen_recorded(storage, study, widened)
+    return dataclasses.replace(space, params=tuple(params))
+
+
+def _widen_recorded(storage: Any, study: optuna.Study, widened: dict[str, Any]) -> None:
+    """Write the widened distributions over every recorded value of those parameters."""
+    from optuna.distributions import distribution_to_json
+    from sqlalchemy import text
+
+    update = text(
+        "UPDATE trial_params SET distribution_json = :d WHERE param_name = :n AND trial_id IN "
+        "(SELECT trial_id FROM trials WHERE study_id = :s)"
+    )
+    with storage.engine.begin() as connection:
+        for name, distribution in widened.items():
+            connection.execute(
+                update, {"d": distribution_to_json(distribution), "n": name, "s": study._study_id}
+            )
+
+
+def find_study(space: SearchSpace, storage: optuna.storages.BaseStorage) -> optuna.Study | None:
+    """The space's study if the storage has it; None before its first run."""
+    if space.study not in optuna.get_all_study_names(storage):
+        return None
+    return optuna.load_study(study_name=space.study, storage=storage)
 
 
 def _key(params: dict[str, Any]) -> tuple:
@@ -121,7 +208,7 @@ def next_step(study: optuna.Study, space: SearchSpace, budget: int) -> Step:
     done, running, queued or failed is not queued here (a worker's start queues failed points
     once more, see run_sweep)."""
     trials = study.get_trials(deepcopy=False)
-    done = [t for t in trials if t.state in DONE_STATES]
+    done = [t for t in trials if t.state in DONE_STATES and in_space(t, space)]
     busy = [t for t in trials if t.state in BUSY_STATES]
     if len(done) >= budget:
         return Step("stop")
@@ -395,8 +482,12 @@ def best_summary(study: optuna.Study, space: SearchSpace) -> dict[str, Any]:
         "n_failed": counts["fail"],
     }
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    complete = [t for t in complete if in_space(t, space)]
+    if outside := not_in_space(study, space):
+        summary[OUTSIDE_METRIC] = outside
     if complete:
-        best = study.best_trial
+        pick = max if space.direction == "maximize" else min
+        best = pick(complete, key=lambda t: t.value)
         summary[f"best_{space.metric}"] = best.value
         summary["best_trial"] = str(best.number)
         for key, value in space.decode(best.params).items():
@@ -437,24 +528,37 @@ def run_sweep(
     )
     lock = StudyLock(storage_url, space.study)
     with lock():
-        study = open_study(space, storage)
+        study = find_study(space, storage)
         todo = plan(study, space, n_trials)
     say = Progress(todo.n_trials, progress_stream).say
     say(
         f"Study {space.study!r}: {space.describe()}; {todo.done} of {todo.budget} trials done, "
         f"{todo.n_trials} to run"
     )
+    if outside := not_in_space(study, space):
+        say(f"{kept_note(outside)}.")
     if todo.n_trials == 0:
-        say("Nothing left to run; raise --n-trials to extend the study.")
+        say(nothing_left(space, todo.budget))
         return study
     note_precision(space, profile, say)
     if isolate and objective_factory is None and space.kind == "autoencoder":
         from sweep.worker import start_server
 
         start_server()  # its Keras import overlaps loading the data
+    # The data and the space are checked against each other before the study exists, so a
+    # bad file leaves nothing behind in the stores.
     split, n_classes = load_split(space, profile, source, seed, say)
+    space.check_images(*split.image_size)
+    if objective_factory is None and space.kind == "classifier":
+        from sweep.classify import check_inputs
+
+        check_inputs(profile.apply(space.base), split, n_classes, encoder)
     run_params = study_run_params(space.study, space, profile, source, seed)
     with lock():
+        study = open_study(space, storage)
+        space = align_choices(study, space, storage)
+        if any(p.choices for p in space.params):
+            study = open_study(space, storage)  # a fresh cache of the widened choices
         settings = {"sampler": space.sampler, "pruner": space.pruner, "n_trials": todo.budget}
         parent = tracker.study_run(space.study, {**run_params, **settings})
         # Grid points whose trials all failed get one more try when a worker starts.
@@ -569,4 +673,6 @@ def describe_best(study: optuna.Study, space: SearchSpace) -> str:
         best = {k[5:]: v for k, v in summary.items() if k.startswith("best.")}
         shown = "  ".join(f"{k}={v}" for k, v in best.items())
         text += f"; best {space.metric} {summary[key]:.5f} (trial {summary['best_trial']}: {shown})"
+    if OUTSIDE_METRIC in summary:
+        text += f"; {kept_note(summary[OUTSIDE_METRIC])}"
     return text

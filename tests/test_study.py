@@ -237,3 +237,55 @@ def test_a_precision_slower_than_float32_on_this_cpu_is_named_once(
     if warned:
         assert precision in notes[0] and "float32" in notes[0]
     assert len(study.trials) == 3  # a note, never a stop
+
+
+def _kernel_space(tmp_path: Path, values: list[int], sampler: str = "grid") -> Path:
+    path = tmp_path / "kernel.yaml"
+    budget = "" if sampler == "grid" else "n_trials: 2\n"
+    path.write_text(
+        f"study: kernel\nsampler: {sampler}\n{budget}base: {{filters: [4, 8], epochs: 1}}\n"
+        f"params:\n  kernel_size:\n    values: {values}\n"
+    )
+    return path
+
+
+def test_an_edited_grid_runs_its_new_points_and_keeps_the_old_ones(env, tmp_path: Path) -> None:
+    run, tracker, _ = env
+    asked: list[int] = []
+
+    class Kernels(FakeObjective):
+        def factory(self, space, profile, split, tracker, parent, run_params, progress):
+            def objective(trial: optuna.Trial) -> float:
+                kernel = space.suggest(trial)["kernel_size"]
+                asked.append(kernel)
+                return float(kernel)  # kernel 2, no longer listed, stays the best
+
+            return objective
+
+    run(load_space(_kernel_space(tmp_path, [2, 3])), Kernels())
+    assert asked == [2, 3]
+    out = io.StringIO()
+    edited = load_space(_kernel_space(tmp_path, [3, 5]))
+    study = run(edited, Kernels(), progress_stream=out)
+    assert asked == [2, 3, 5]
+    assert "0 of 2" not in out.getvalue() and "1 of 2 trials done, 1 to run" in out.getvalue()
+    assert "1 trial of a point no longer in the space is kept and not counted." in out.getvalue()
+    kept = {t.params["kernel_size"]: t.state for t in study.trials}
+    assert kept == {2: TrialState.COMPLETE, 3: TrialState.COMPLETE, 5: TrialState.COMPLETE}
+    from sweep.study import best_summary
+
+    summary = best_summary(study, edited)
+    assert summary["best.kernel_size"] == "3" and summary["n_outside_space"] == 1
+    out = io.StringIO()
+    run(edited, Kernels(), progress_stream=out)
+    assert asked == [2, 3, 5] and "Nothing left to run" in out.getvalue()
+
+
+def test_a_tpe_study_whose_values_changed_is_refused_before_training(env, tmp_path) -> None:
+    run, _, _ = env
+    fake = FakeObjective()
+    run(load_space(_kernel_space(tmp_path, [2, 3], "random")), fake)
+    calls = len(fake.calls)
+    with pytest.raises(SweepError, match="params.kernel_size changed since study 'kernel'"):
+        run(load_space(_kernel_space(tmp_path, [3, 5], "random")), fake, n_trials=4)
+    assert len(fake.calls) == calls
