@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
+import os
+import tempfile
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,12 +25,18 @@ from reports.stores import (
     StudyData,
     load_classifier_data,
     load_study_data,
+    no_studies,
     package_versions,
+    store_missing,
     study_names,
 )
 from sweep.errors import SweepError
 from sweep.storage import mask_url
 
+REPORT_NAME = "report.pdf"
+STATUS_ROWS = 10
+CLASS_FORMATS = {"precision": "{:.3f}", "recall": "{:.3f}", "f1": "{:.3f}", "support": "{:.0f}"}
+SUMMARY_STATES = ("complete", "running", "pruned", "failed")
 CANONICAL_ORDER = ("filters", "kernel", "batch", "lr", "depth")
 CLASSIFIER_SECTION = "classifier stage"
 NOT_STUDIES = ("title", "best encoder", CLASSIFIER_SECTION)
@@ -41,20 +53,71 @@ class Report:
 
 
 def build_report(
-    storage_url: str, tracking_uri: str, output: Path, studies: list[str] | None = None
+    storage_url: str, tracking_uri: str, output: str | Path, studies: list[str] | None = None
 ) -> Report:
-    """Write the report for `studies` (default: every study in the storage) to `output`."""
+    """Write the report for `studies` (default: every study in the storage) to `output`, a
+    PDF file or a folder to write report.pdf in."""
     start = time.perf_counter()
-    names = studies or study_names(storage_url)
+    names = list(dict.fromkeys(studies or study_names(storage_url)))
     if not names:
-        raise SweepError(
-            f"no studies in {mask_url(storage_url)}; run a sweep first (make sweep-filters)"
-        )
-    data = [load_study_data(storage_url, tracking_uri, name) for name in names]
-    data.sort(key=_section_order)
-    report = Report(path=output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with PdfPages(output, metadata={"Title": "Autoencoder sweep report"}) as pdf:
+        raise no_studies(storage_url)
+    report = Report(path=report_path(output))
+    with_classifier = not studies or "classifier" in studies
+    with writing(report.path) as partial:
+        _write_pdf(report, partial, storage_url, tracking_uri, names, with_classifier)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def report_path(output: str | Path) -> Path:
+    """`output` itself, or report.pdf inside it when it is a folder (or ends in a slash)."""
+    folder = str(output).endswith(("/", os.sep)) or Path(output).is_dir()
+    return Path(output) / REPORT_NAME if folder else Path(output)
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[Path]:
+    """A temporary file beside `path`, renamed to it when the body succeeds: a place that
+    cannot be written fails in one line before any work, and a failure leaves no half PDF."""
+    try:
+        blocker = next(p for p in path.parents if p.exists())
+        if not blocker.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"{blocker} is a file, not a folder")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "it is a folder")
+        handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(handle)
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
+    try:
+        yield Path(partial)
+        os.replace(partial, path)
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
+    finally:
+        Path(partial).unlink(missing_ok=True)
+
+
+def _unwritable(path: Path, exc: OSError) -> SweepError:
+    return SweepError(
+        f"cannot write the report to {path}: {exc.strerror or exc}; "
+        "pass -o a writable FILE.pdf or folder"
+    )
+
+
+def _write_pdf(
+    report: Report,
+    partial: Path,
+    storage_url: str,
+    tracking_uri: str,
+    names: list[str],
+    with_classifier: bool,
+) -> None:
+    data = sorted(
+        (load_study_data(storage_url, tracking_uri, name) for name in names), key=_section_order
+    )
+    with PdfPages(partial, metadata={"Title": "Autoencoder sweep report"}) as pdf:
 
         def add(section: str, fig: plt.Figure) -> None:
             report.sections.setdefault(section, []).append(
@@ -68,13 +131,11 @@ def build_report(
         for study in data:
             for fig in _study_pages(study):
                 add(study.name, fig)
-        add("best encoder", _best_encoder_page(data, tracking_uri))
+        add("best encoder", _best_encoder_page(data))
         classifier = load_classifier_data(tracking_uri)
-        if classifier is not None and (not studies or "classifier" in studies):
+        if classifier is not None and with_classifier:
             for fig in _classifier_pages(classifier):
                 add(CLASSIFIER_SECTION, fig)
-    report.seconds = time.perf_counter() - start
-    return report
 
 
 def _section_order(study: StudyData) -> tuple[int, int, str]:
@@ -83,47 +144,59 @@ def _section_order(study: StudyData) -> tuple[int, int, str]:
 
 
 def summary_table(data: list[StudyData]) -> pd.DataFrame:
+    """One row per study; a study with nothing to compare yet shows why instead of a best."""
     rows = []
     for study in data:
         trials = study.trials
-        done = study.complete.dropna(subset=["value"])
-        best = None
-        if not done.empty:
-            best = done.loc[done["value"].idxmax() if study.maximize else done["value"].idxmin()]
+        best = _best(study)
         rows.append(
             {
                 "study": study.name,
-                "varies": ", ".join(study.params),
-                "best configuration": "  ".join(
-                    figures._short(f"{p}={best[p]}", 40) for p in study.params
-                )
-                if best is not None
-                else "-",
-                "best value": f"{study.metric} {figures.sci(best['value'])}"
-                if best is not None
-                else "-",
-                "complete": int((trials["state"] == "complete").sum()),
-                "pruned": int((trials["state"] == "pruned").sum()),
-                "failed": int((trials["state"] == "failed").sum()),
-                "training time (s)": f"{trials['train_seconds'].fillna(0).sum():.0f}",
+                "varies": ", ".join(study.params) or "-",
+                "best configuration": study.note
+                if best is None
+                else _configuration(best, study.params),
+                "best value": "-"
+                if best is None
+                else f"{study.metric} {figures.sci(best['value'])}",
+                **{state: int((trials["state"] == state).sum()) for state in SUMMARY_STATES},
+                "training time (s)": f"{trials['train_seconds'].sum():.0f}",
             }
         )
     return pd.DataFrame(rows)
 
 
+def _configuration(trial: pd.Series, params: list[str]) -> str:
+    """The trial's parameters as `name=value`, leaving out those it does not have."""
+    shown = [
+        figures._short(f"{p}={figures.sci(v) if isinstance(v, float) else v}", 40)
+        for p in params
+        if pd.notna(v := trial[p])
+    ]
+    return "  ".join(shown) or "-"
+
+
+def _best(study: StudyData) -> pd.Series | None:
+    done = study.complete.dropna(subset=["value"])
+    if done.empty:
+        return None
+    return done.loc[done["value"].idxmax() if study.maximize else done["value"].idxmin()]
+
+
 def _title_page(data: list[StudyData], storage_url: str, tracking_uri: str) -> plt.Figure:
     first = next((s.run_params for s in data if s.run_params), {})
-    datasets = sorted({s.run_params.get("dataset", "?") for s in data})
-    profiles = sorted({s.run_params.get("profile", "?") for s in data})
+    datasets = sorted({s.run_params["dataset"] for s in data if "dataset" in s.run_params})
+    profiles = sorted({s.run_params["profile"] for s in data if "profile" in s.run_params})
     versions = ", ".join(f"{k} {v}" for k, v in package_versions().items())
     text = "\n".join(
         [
             f"Generated  {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
-            f"Dataset    {', '.join(datasets)}",
-            f"Profile    {', '.join(profiles)}",
+            f"Dataset    {', '.join(datasets) or '?'}",
+            f"Profile    {', '.join(profiles) or '?'}",
             f"Studies    {', '.join(s.name for s in data)}",
             f"Optuna     {mask_url(storage_url)}",
-            f"MLflow     {mask_url(tracking_uri)}",
+            f"MLflow     {mask_url(tracking_uri)}"
+            + (" (not created yet: no curves)" if store_missing(tracking_uri) else ""),
             f"Packages   {versions}",
             f"Seed       {first.get('seed', '?')}",
         ]
@@ -132,8 +205,8 @@ def _title_page(data: list[StudyData], storage_url: str, tracking_uri: str) -> p
 
 
 def _study_pages(study: StudyData) -> list[plt.Figure]:
-    if study.trials.empty:
-        return [figures.plot_text_page(f"{study.name}: no trials", "The study has no trials yet.")]
+    if study.note:
+        return [_status_page(study)]
     if study.is_one_factor:
         param = study.params[0]
         order = study.value_order.get(param, [])
@@ -167,45 +240,86 @@ def _study_pages(study: StudyData) -> list[plt.Figure]:
     return pages
 
 
+def _status_page(study: StudyData) -> plt.Figure:
+    """A study with nothing to compare yet: why, and each trial's state so far."""
+    title = f"{study.name}: {study.note}"
+    if study.trials.empty:
+        return figures.plot_text_page(
+            title,
+            f"Study {study.name!r} exists but has no trials: its sweep stopped before the first\n"
+            "trial started (e.g. on bad data), or has not started one yet. Its figures appear\n"
+            "here once a trial completes.",
+        )
+    table = _trial_status(study)
+    shown = table.head(STATUS_ROWS)
+    more = f" (the first {STATUS_ROWS} of {len(table)})" if len(table) > STATUS_ROWS else ""
+    text = (
+        "No trial has completed, so there is nothing to compare yet; the figures appear here\n"
+        f"once one does. The trials so far{more}:"
+    )
+    return figures.plot_summary_table(shown, title, text)
+
+
+def _trial_status(study: StudyData) -> pd.DataFrame:
+    """Per trial: state, parameters, epochs the pruner saw, the last value, why it failed."""
+    seen = study.intermediate.groupby("trial")["value"].agg(["count", "last"])
+    trials = study.trials.set_index("number")
+    return pd.DataFrame(
+        {
+            "trial": trials.index,
+            "state": trials["state"].to_numpy(),
+            "parameters": [
+                figures._short(_configuration(row, study.params), 64)
+                for _, row in trials.iterrows()
+            ],
+            "epochs": seen["count"].reindex(trials.index).fillna(0).astype(int).to_numpy(),
+            f"last {study.metric}": [figures.sci(v) for v in seen["last"].reindex(trials.index)],
+            "reason": [figures._short(r, 60) if pd.notna(r) else "" for r in trials["fail_reason"]],
+        }
+    )
+
+
 def _importances(study: StudyData) -> dict[str, float]:
+    """Optuna's parameter importances; none where they cannot be computed (too few trials)."""
     try:
-        return optuna.importance.get_param_importances(study.study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return optuna.importance.get_param_importances(study.study)
     except (ValueError, RuntimeError, ZeroDivisionError):
         return {}
 
 
-def _best_encoder_page(data: list[StudyData], tracking_uri: str) -> plt.Figure:
+def _best_encoder_page(data: list[StudyData]) -> plt.Figure:
+    """Where the best autoencoder trial's model is stored, for `sweep classify`."""
     candidates = [
-        (row["value"], study.name, row)
+        (best["value"], study, best)
         for study in data
-        if study.kind == "autoencoder"
-        for _, row in study.complete.dropna(subset=["value"]).iterrows()
+        if study.kind == "autoencoder" and (best := _best(study)) is not None
     ]
     title = "Best encoder: the hand-off to the classifier stage"
     if not candidates:
         return figures.plot_text_page(title, "No complete trial in these studies yet.")
-    value, name, row = min(candidates, key=lambda c: c[0])
+    value, study, row = min(candidates, key=lambda c: c[0])
     lines = [
-        f"Study      {name}",
+        f"Study      {study.name}",
         f"Trial      {int(row['number'])}",
         f"val_loss   {figures.sci(value)}",
     ]
-    run_id = row.get("run_id")
-    if run_id:
-        from mlflow import MlflowClient
-
-        run = MlflowClient(tracking_uri).get_run(run_id)
-        keys = ("filters", "pool_blocks", "kernel_size", "learning_rate", "batch_size", "epochs")
-        config = "  ".join(f"{k}={run.data.params[k]}" for k in keys if k in run.data.params)
-        lines += [
-            f"Config     {config}",
-            f"MLflow run {run_id}",
-            f"Model      runs:/{run_id}/model.keras",
-            f"Stored at  {run.info.artifact_uri}/model.keras",
-            "",
-            "The encoder is the model's input up to its last enc_*_bn* layer:",
-            "models.autoencoder.extract_encoder(keras.models.load_model(path)).",
-        ]
+    run = study.runs.get(row["run_id"])
+    if run is None:
+        lines.append("MLflow run not found in the tracking store: no model to hand off.")
+        return figures.plot_text_page(title, "\n".join(lines))
+    keys = ("filters", "pool_blocks", "kernel_size", "learning_rate", "batch_size", "epochs")
+    config = "  ".join(f"{k}={run.data.params[k]}" for k in keys if k in run.data.params)
+    lines += [
+        f"Config     {config}",
+        f"MLflow run {run.info.run_id}",
+        f"Model      runs:/{run.info.run_id}/model.keras",
+        f"Stored at  {run.info.artifact_uri}/model.keras",
+        "",
+        "The encoder is the model's input up to its last enc_*_bn* layer:",
+        "models.autoencoder.extract_encoder(keras.models.load_model(path)).",
+    ]
     return figures.plot_text_page(title, "\n".join(lines))
 
 
@@ -241,8 +355,9 @@ def _classifier_pages(run: ClassifierData) -> list[plt.Figure]:
         ),
     ]
     per_class = run.per_class.copy()
-    for column in ("precision", "recall", "f1"):
-        per_class[column] = per_class[column].map(lambda v: f"{v:.3f}")
+    for column, shown in CLASS_FORMATS.items():
+        values = per_class[column]
+        per_class[column] = values.map(shown.format).where(values.notna(), "-")
     pages = [
         figures.plot_summary_table(per_class, f"{title}: test metrics", "\n".join(lines)),
         figures.plot_phase_curves(run.history, run.boundary),

@@ -98,7 +98,7 @@ def plot_value_curves(
             )
         for trial in ids:
             _plot_train_and_val(ax, data[data["trial"] == trial], "loss")
-        val = data[data["metric"] == "val_loss"]
+        val = data[data["metric"] == "val_loss"].dropna(subset=["value"])
         if not val.empty:
             best = val.loc[val["value"].idxmin()]
             ax.plot(
@@ -180,7 +180,8 @@ def plot_comparison(
     ):
         ax = fig.add_subplot(grid[1, i])
         if done.empty or done[column].isna().all():
-            ax.text(0.5, 0.5, "no complete trials", ha="center", transform=ax.transAxes)
+            missing = "no complete trials" if done.empty else f"no {title} recorded"
+            ax.text(0.5, 0.5, missing, ha="center", transform=ax.transAxes)
             ax.set_axis_off()
             continue
         summary = done.groupby("label")[column].min().reindex(labels)
@@ -192,7 +193,10 @@ def plot_comparison(
             edgecolor="black",
             hatch="//" if column == "train_seconds" else None,
         )
-        shown = [f"{v:.1f} s" if column == "train_seconds" else sci(v) for v in summary.values]
+        shown = [
+            f"{v:.1f} s" if column == "train_seconds" and pd.notna(v) else sci(v)
+            for v in summary.values
+        ]
         ax.bar_label(bars, labels=shown, fontsize=8, padding=3)
         ax.set_yticks(positions, [_wrap(v, 26) for v in summary.index] if i == 0 else [])
         ax.tick_params(axis="y", labelsize=7.5)
@@ -245,7 +249,7 @@ def draw_table(ax: plt.Axes, table: pd.DataFrame, caption: str) -> None:
     cells = table.copy()
     if "params" in cells:
         total = int(cells["params"].sum())
-        cells["params"] = cells["params"].map(lambda v: f"{int(v):,}")
+        cells["params"] = cells["params"].map("{:,.0f}".format).where(cells["params"].notna(), "-")
         cells.loc[len(cells)] = ["total", "", "", f"{total:,}"][: len(cells.columns)]
     font = 8 if len(cells) <= 28 else 6.5
     _table(ax, cells, "upper center", font, min(0.9 / (len(cells) + 2), 0.045))
@@ -260,10 +264,21 @@ def plot_summary_table(summary: pd.DataFrame, title: str, text: str = "") -> Fig
     ax = fig.add_axes((0.04, 0.05, 0.92, 0.5))
     ax.set_axis_off()
     if summary.empty:
-        ax.text(0, 0.9, "no studies", fontsize=12)
+        ax.text(0, 0.9, "nothing recorded", fontsize=12)
         return fig
-    _table(ax, summary, "upper left", 10, 0.09).scale(1.25, 1)
+    _fit_width(fig, ax, _table(ax, summary, "upper left", 10, 0.09), 10)
     return fig
+
+
+def _fit_width(fig: Figure, ax: plt.Axes, table: Any, font: float) -> None:
+    """Shrink the table's font until the table is no wider than its axes."""
+    renderer = fig.canvas.get_renderer()
+    for _ in range(3):
+        ratio = table.get_window_extent(renderer).width / ax.get_window_extent(renderer).width
+        if ratio <= 1:
+            return
+        font /= ratio
+        table.set_fontsize(font)
 
 
 def plot_text_page(title: str, text: str) -> Figure:
@@ -338,7 +353,7 @@ def plot_param_scatter(
     for ax, param in zip(axes, params, strict=False):
         values = done[param]
         if order.get(param):
-            labels = [v for v in order[param] if v in set(values)]
+            labels = _labels(order[param], values.dropna().tolist())
             positions = values.map({v: i for i, v in enumerate(labels)})
             ax.set_xticks(range(len(labels)), [_wrap(v, 18) for v in labels], fontsize=7)
         else:
@@ -375,6 +390,8 @@ def plot_intermediate(intermediate: pd.DataFrame, objective: Objective = Objecti
     """The metric per epoch as the pruner saw it; pruned trials end in a cross."""
     fig = _page(f"{objective.title}: intermediate {objective.metric} and pruning")
     ax = fig.add_subplot()
+    if intermediate.empty:
+        ax.text(0.5, 0.5, "no per-epoch values recorded", ha="center", transform=ax.transAxes)
     for _trial, part in intermediate.groupby("trial"):
         pruned = part["state"].iloc[0] == "pruned"
         ax.plot(
@@ -426,7 +443,8 @@ def plot_pareto(trials: pd.DataFrame, objective: Objective = Objective()) -> Fig
         ax.set_xlabel(label)
         ax.set_ylabel(f"best {objective.metric}")
         if data.empty:
-            ax.text(0.5, 0.5, "no complete trials", ha="center", transform=ax.transAxes)
+            missing = "no complete trials" if done.empty else f"no {label} recorded"
+            ax.text(0.5, 0.5, missing, ha="center", transform=ax.transAxes)
             continue
         front = pareto_mask(data[column], -data["value"] if objective.maximize else data["value"])
         ax.scatter(data[column], data["value"], color="0.6", edgecolor="black", s=30, label="trial")
@@ -455,6 +473,9 @@ def plot_confusion_matrix(
 ) -> Figure:
     """Counts with true classes as rows and predicted classes as columns."""
     fig = _page(title)
+    if matrix.empty:
+        fig.text(0.5, 0.5, "no confusion matrix recorded", ha="center", fontsize=14)
+        return fig
     ax = fig.add_axes((0.22, 0.12, 0.6, 0.75))
     sns.heatmap(
         matrix,

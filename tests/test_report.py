@@ -318,3 +318,28 @@ def test_confusion_matrix_shows_every_count() -> None:
     matrix = pd.DataFrame([[5, 1], [2, 7]], index=["a", "b"], columns=["a", "b"])
     ax = figures.plot_confusion_matrix(matrix).axes[0]
     assert sorted(t.get_text() for t in ax.texts) == ["1", "2", "5", "7"]
+
+
+def test_architecture_table_shows_a_missing_parameter_count_as_a_dash() -> None:
+    table = pd.DataFrame(
+        {
+            "layer": ["image", "enc_s1_conv1"],
+            "type": ["InputLayer", "Conv2D"],
+            "output_shape": ["28x28x1", "28x28x8"],
+            "params": [0, np.nan],
+        }
+    )
+    cells = figures.plot_tables({"k": table}, "t").axes[0].tables[0].get_celld()
+    texts = [cell.get_text().get_text() for cell in cells.values()]
+    assert "-" in texts and "0" in texts and "total" in texts
+
+
+def test_a_wide_summary_table_is_shrunk_to_the_page() -> None:
+    summary = pd.DataFrame(
+        [{f"column {i}": "a fairly long value " * 2 for i in range(9)} for _ in range(3)]
+    )
+    fig = figures.plot_summary_table(summary, "t")
+    ax = fig.axes[0]
+    renderer = fig.canvas.get_renderer()
+    table = ax.tables[0].get_window_extent(renderer)
+    assert table.width <= ax.get_window_extent(renderer).width + 1
