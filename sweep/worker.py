@@ -13,18 +13,25 @@ second rather than the seconds a TensorFlow import takes.
 The target runs as `target(report, *args)`; `report(event)` hands `event` to the caller's
 `on_event` and returns once it has been handled there. If `on_event` raises (Optuna pruning,
 say), the target is stopped at that point and the same exception is raised in the caller.
+
+A trial's process does not outlive its caller: when the caller dies (SIGKILL, a crash), a
+thread in the trial's process sees the caller's end of a pipe close and ends it at once, quietly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
 import resource
 import signal
+import threading
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 PRELOAD = ["sweep.preload"]
+EXIT_CALLER_GONE = 75
 
 
 class TrialProcessError(RuntimeError):
@@ -67,9 +74,11 @@ def call_in_process(
     message kept), else as TrialProcessError("Type: message") with the child's traceback."""
     context = _context()
     ours, theirs = context.Pipe()
-    process = context.Process(target=_child, args=(theirs, target, args), daemon=True)
+    lifeline, alive = context.Pipe(duplex=False)
+    process = context.Process(target=_child, args=(theirs, lifeline, target, args), daemon=True)
     process.start()
     theirs.close()
+    lifeline.close()
     finished = False
     try:
         while True:
@@ -105,6 +114,7 @@ def call_in_process(
         if process.is_alive():  # Ctrl-C or an error here: the trial's process has nothing to keep
             process.kill()
         process.join()
+        alive.close()
 
 
 def _wait_stopped(connection) -> None:
@@ -124,24 +134,47 @@ def _death(exitcode: int | None) -> str:
     return f"the trial's process ended without a result (exit code {exitcode})"
 
 
-def _child(connection, target: Callable[..., Any], args: tuple) -> None:
+def _child(connection, lifeline, target: Callable[..., Any], args: tuple) -> None:
     # Ctrl-C in a terminal reaches the whole process group: the sweep process handles it (it
     # records the trial as interrupted and ends this process), so this one must not turn it
     # into a trial error first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch, args=(lifeline,), name="watch-caller", daemon=True).start()
+
+    def send(message: tuple) -> None:
+        try:
+            connection.send(message)
+        except (OSError, EOFError):
+            _caller_gone()
 
     def report(event: Any) -> None:
-        connection.send(("event", event))
-        if connection.recv() is not None:
+        send(("event", event))
+        try:
+            reply = connection.recv()
+        except (OSError, EOFError):
+            _caller_gone()
+        if reply is not None:
             raise _Stopped
 
     try:
         result = target(report, *args)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        connection.send(("result", result, peak))
+        send(("result", result, peak))
     except _Stopped:
-        connection.send(("stopped",))
+        send(("stopped",))
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the caller
-        connection.send(("error", type(exc).__name__, str(exc), traceback.format_exc()))
+        send(("error", type(exc).__name__, str(exc), traceback.format_exc()))
     finally:
         connection.close()
+
+
+def _watch(lifeline) -> None:
+    """Block until the caller's end of `lifeline` closes (it never sends), then end."""
+    with contextlib.suppress(OSError, EOFError):
+        lifeline.recv_bytes()
+    _caller_gone()
+
+
+def _caller_gone() -> NoReturn:
+    """The caller died: nobody reads a result or an error, so end now without a word."""
+    os._exit(EXIT_CALLER_GONE)

@@ -1,0 +1,42 @@
+"""Stop signals: SIGTERM (kill, systemd, Kubernetes, batch schedulers) stops a sweep as Ctrl-C
+does, so the running trial is recorded as stopped in both stores and its process is ended.
+
+SIGTERM raises `Terminated`, a KeyboardInterrupt, so every clean-up path written for Ctrl-C
+runs for it too. After the first signal, later SIGINTs and SIGTERMs are noted and ignored: the
+clean-up takes milliseconds, and cutting it short would leave the trial running in the stores.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from types import FrameType
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread when the process receives SIGTERM."""
+
+
+def stop_reason(exc: BaseException) -> str:
+    """How the stores record a trial stopped by `exc`."""
+    return "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"
+
+
+def stop_on_signals() -> None:
+    """SIGINT raises KeyboardInterrupt and SIGTERM raises Terminated, once. Also undoes the
+    SIG_IGN a shell gives SIGINT in background commands (`make workers`, `cmd &`)."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _stop)
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    for other in STOP_SIGNALS:
+        signal.signal(other, _already_stopping)
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _already_stopping(signum: int, frame: FrameType | None) -> None:
+    # os.write, not print: the main thread may be inside a print to the same stream.
+    os.write(2, f"{signal.Signals(signum).name}: already stopping, cleaning up\n".encode())
