@@ -4,15 +4,43 @@ subcommand returns an exit code."""
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import signal
 import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 from sweep.errors import SweepError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_BUG = 1
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+MAX_SEED = 2**31 - 1
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line, as the project's own errors are."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USER_ERROR, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def seed(text: str) -> int:
+    """A seed for NumPy, TensorFlow and the samplers alike: 0 to MAX_SEED."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text[:40]!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_SEED}, got {value}")
+    return value
 
 
 def output_dir(args: argparse.Namespace) -> Path:
@@ -157,23 +185,37 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from models.config import ConfigError
+    from models.config import AutoencoderConfig, ConfigError
     from sweep.space import load_space, parse_overrides
 
     space = load_space(args.space)
     try:
-        config = space.base.replace(**parse_overrides(args.set))
+        config = space.base.replace(**parse_overrides(args.set, space.config_class))
     except ConfigError as exc:
         raise SweepError(f"--set: {exc}") from None
+    try:
+        config.check_images(28, 28)
+    except ConfigError as exc:
+        raise SweepError(f"{space.path}: {exc} (sweep show builds for 28x28 images)") from None
 
     from sweep.tf_env import import_keras_quietly
 
     import_keras_quietly()
-    from models.autoencoder import build_autoencoder
+    from models.autoencoder import build_autoencoder, extract_encoder
+    from models.classifier import build_classifier
     from sweep.training import model_summary
 
-    model = build_autoencoder(config)
-    print(f"{space.path}: base config {config.to_dict()}")
+    if space.kind == "classifier":
+        encoder = extract_encoder(build_autoencoder(AutoencoderConfig()))
+        model = build_classifier(encoder, config, n_classes=10)
+        print(f"{space.path}: classifier config {config.to_dict()}")
+        print(
+            "The sweep puts the best trained encoder (or --encoder-from) in place of 'encoder'; "
+            "shown on the encoder of a default autoencoder config, for 28x28 images, 10 classes."
+        )
+    else:
+        model = build_autoencoder(config)
+        print(f"{space.path}: base config {config.to_dict()} (built for 28x28 images)")
     print(model_summary(model))
     print(f"Total parameters: {model.count_params():,}")
     return 0
@@ -210,11 +252,12 @@ def cmd_studies(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from reports.build import NOT_STUDIES, build_report
 
-    output = Path(args.o) if args.o else output_dir(args) / "report.pdf"
+    output = args.o or output_dir(args)
     report = build_report(storage_url(args), tracking_uri(args), output, args.studies or None)
     studies = [s for s in report.sections if s not in NOT_STUDIES]
+    inside = " into the folder given to -o" if args.o and report.path != Path(args.o) else ""
     print(
-        f"Wrote {report.path} ({report.pages} pages, studies: {', '.join(studies)}) "
+        f"Wrote {report.path}{inside} ({report.pages} pages, studies: {', '.join(studies)}) "
         f"in {report.seconds:.1f} s"
     )
     return 0
@@ -234,9 +277,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
     command = mlflow_ui_command(uri, artifacts, args.host, port)
     try:
         run_mlflow_ui(command, f"http://{args.host}:{port}", lambda text: print(text, flush=True))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("\nMLflow UI stopped.")
-        return EXIT_INTERRUPTED
+        return stopped(exc)
     return 0
 
 
@@ -255,9 +298,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     )
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("\nOptuna dashboard stopped.")
-        return EXIT_INTERRUPTED
+        return stopped(exc)
     finally:
         server.server_close()
     return 0
@@ -306,7 +349,7 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="sweep",
         description="Hyperparameter sweeps of a convolutional autoencoder (Optuna + MLflow).",
     )
@@ -315,7 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("SWEEP_OUTPUT", "runs"),
         help="folder for stores, models and reports (default: $SWEEP_OUTPUT or ./runs)",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=Parser
+    )
 
     run = sub.add_parser("run", help="run or continue the study of a search-space file")
     run.add_argument("space", help="search-space YAML, e.g. search_spaces/filters.yaml")
@@ -325,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", nargs="+", default=[], metavar="KEY=VALUE", help="fix base config keys (YAML)"
     )
     run.add_argument(
-        "--seed", type=int, default=0, help="seed of the data split, weights and shuffling"
+        "--seed", type=seed, default=0, help="seed of the data split, weights and shuffling"
     )
     run.add_argument(
         "--encoder-from",
@@ -374,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument(
         "--set", nargs="+", default=[], metavar="KEY=VALUE", help="classifier config keys (YAML)"
     )
-    classify.add_argument("--seed", type=int, default=0)
+    classify.add_argument("--seed", type=seed, default=0, help=f"0 to {MAX_SEED} (default 0)")
     _add_store_options(classify)
     _add_data_options(classify)
     classify.set_defaults(func=cmd_classify)
@@ -422,19 +467,87 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    # A shell starts background commands (`make workers`, `cmd &`) with SIGINT ignored, and
-    # Python then leaves it ignored; Ctrl-C must still stop a worker cleanly.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+class RedactingStream(io.TextIOBase):
+    """A text stream that masks passwords (sweep.storage.redact) in everything written to it."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        from sweep.storage import redact
+
+        self.stream.write(redact(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.stream, "encoding", "utf-8")
+
+
+@contextmanager
+def redacted_output(args: argparse.Namespace) -> Iterator[None]:
+    """Register every password the command may meet (URLs given as flags or in the
+    environment, $PGPASSWORD) and mask them in all it prints, messages of libraries and
+    tracebacks included."""
+    from sweep.storage import add_secret, add_url_secret
+
+    add_secret(os.environ.get("PGPASSWORD"))
+    for url in (
+        getattr(args, "storage", None),
+        getattr(args, "tracking_uri", None),
+        os.environ.get("SWEEP_STORAGE"),
+        os.environ.get("SWEEP_TRACKING_URI"),
+    ):
+        if url:
+            add_url_secret(url)
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = RedactingStream(sys.stdout), RedactingStream(sys.stderr)
     try:
-        return args.func(args)
-    except SweepError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished trials are kept; run the same command to continue.")
-        return EXIT_INTERRUPTED
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = saved
+
+
+def stopped(exc: KeyboardInterrupt) -> int:
+    """The exit code of a command stopped by Ctrl-C or SIGTERM."""
+    from sweep.signals import Terminated
+
+    return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sweep.signals import Terminated, stop_on_signals
+
+    args = build_parser().parse_args(argv)
+    stop_on_signals()
+    with redacted_output(args):
+        try:
+            return args.func(args)
+        except SweepError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        except Terminated as exc:
+            print(
+                "terminated (SIGTERM): finished trials are kept; run the same command to continue."
+            )
+            return stopped(exc)
+        except KeyboardInterrupt as exc:
+            print("\ninterrupted: finished trials are kept; run the same command to continue.")
+            return stopped(exc)
+        except Exception:  # a bug: its traceback, passwords masked like all other output
+            traceback.print_exc()
+            return EXIT_BUG
 
 
 if __name__ == "__main__":

@@ -126,7 +126,7 @@ def test_show_prints_the_summary_and_total_parameters(capsys) -> None:
     [
         (["run", "nope.yaml"], "nope.yaml: file not found"),
         (["run", SPACES / "filters.yaml", "--profile", "huge"], "unknown profile 'huge'"),
-        (["run", SPACES / "filters.yaml", "--set", "pool_blocks=3"], "pool_blocks <= 2"),
+        (["run", SPACES / "filters.yaml", "--set", "pool_blocks=4"], "pool_blocks <= 3"),
         (["run", SPACES / "filters.yaml", "--n-trials", "0"], "--n-trials must be at least 1"),
         (
             ["show", SPACES / "filters.yaml", "--set", "kernel_size=0"],
