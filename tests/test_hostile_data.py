@@ -114,9 +114,11 @@ def test_permission_denied_is_one_line(tmp_path: Path, monkeypatch) -> None:
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
+    locked = tmp_path / "locked"
+    locked.write_bytes(bytes(16))
     monkeypatch.setattr(data, "open", denied, raising=False)
     with pytest.raises(IdxError, match="locked: permission denied; make the file readable"):
-        read_images(tmp_path / "locked")
+        read_images(locked)
 
 
 @pytest.mark.parametrize(
