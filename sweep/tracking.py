@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 import time
 from collections.abc import Iterator
@@ -16,6 +17,17 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from sweep.errors import SweepError
+from sweep.storage import (
+    MLFLOW,
+    add_url_secret,
+    cannot_open,
+    connect,
+    first_line,
+    first_open,
+    mask_url,
+    redact,
+    shown,
+)
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 # A tracking server makes MLflow print two links per finished run; the progress lines say
@@ -31,6 +43,8 @@ STUDY_TAG = "optuna.study_name"
 PARENT_TAG = "mlflow.parentRunId"
 BEST_TAG = "sweep.best"
 STATES = {"complete": "FINISHED", "pruned": "FINISHED", "failed": "FAILED"}
+SERVER_SCHEMES = ("http", "https")
+DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 
 
 def default_tracking_uri(output: Path) -> str:
@@ -45,6 +59,89 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def open_client(uri: str) -> MlflowClient:
+    """An MlflowClient on `uri`, after refusing a URI this project cannot use and a database
+    that is not a sound MLflow store; a new SQLite store is created under its init lock."""
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", uri)
+    scheme = scheme.group(1).lower().split("+")[0] if scheme else None
+    if scheme not in SERVER_SCHEMES + DATABASE_SCHEMES:
+        raise SweepError(
+            f"--tracking-uri {shown(uri)} is not an MLflow tracking URI; "
+            "use sqlite:///PATH or http(s)://HOST:PORT"
+        )
+    if scheme in SERVER_SCHEMES:
+        return _client(uri)
+    with first_open(uri, MLFLOW) as tables:
+        if tables:
+            check_schema(uri, tables)
+        return _client(uri)
+
+
+def _client(uri: str) -> MlflowClient:
+    from urllib.parse import urlsplit
+
+    add_url_secret(uri)
+    if is_server(uri) and not urlsplit(uri).hostname:
+        raise SweepError(f"--tracking-uri {shown(uri)} names no host; use http(s)://HOST:PORT")
+    try:
+        return MlflowClient(tracking_uri=uri)
+    except Exception as exc:  # noqa: BLE001 - driver and migration errors vary
+        raise cannot_open(uri, MLFLOW, exc) from None
+
+
+def check_schema(uri: str, tables: frozenset[str]) -> None:
+    """Refuse an MLflow store that is half-migrated (a migration killed, or raced by two first
+    runs): MLflow would fail on it, or migrate it further into a broken state."""
+    from alembic.script import ScriptDirectory
+    from mlflow.store.db.utils import _get_alembic_config
+
+    script = ScriptDirectory.from_config(_get_alembic_config(""))
+    head = script.get_current_head()
+    version = _schema_version(uri) if "alembic_version" in tables else None
+    leftovers = sorted(t for t in tables if t.startswith("_alembic_tmp_"))
+    if version == head and not leftovers:
+        return
+    known = {r.revision for r in script.walk_revisions()}
+    raise SweepError(
+        f"--tracking-uri {mask_url(uri)} {_recovery(uri, version, head, known, leftovers)}"
+    )
+
+
+def _recovery(
+    uri: str, version: str | None, head: str, known: set[str], leftovers: list[str]
+) -> str:
+    """What is wrong with a half-migrated store, and the commands that recover it (tried on
+    stores left by racing first runs, and in tests/test_hostile_stores.py)."""
+    import mlflow
+
+    path = uri.split(":///", 1)[1] if uri.startswith("sqlite:///") else None
+    where = path or "the database"
+    if version is not None and version not in known:
+        return (
+            f"has MLflow schema {version}, unknown to MLflow {mlflow.__version__} (a newer one "
+            f"made it?); upgrade mlflow, or move {where} aside to start a new store"
+        )
+    found = [f"schema {version or 'unversioned'}, not {head}"] if version != head else []
+    drop = ""
+    if leftovers:
+        found.append(f"leftover table{'s' * (len(leftovers) > 1)} {', '.join(leftovers)}")
+        sql = "; ".join(f"DROP TABLE {t}" for t in leftovers)
+        drop = f"run: sqlite3 {path} '{sql}', then " if path else f"{sql}, then "
+    return (
+        f"is a half-migrated MLflow store ({'; '.join(found)}: a migration was interrupted, or "
+        f"an older MLflow made it); back up {where}, {drop}run: mlflow db upgrade "
+        f"{mask_url(uri)}; if that fails, move {where} aside to start a new store"
+    )
+
+
+def _schema_version(uri: str) -> str | None:
+    try:
+        with connect(uri) as conn:
+            return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+    except Exception as exc:  # noqa: BLE001 - driver errors vary
+        raise cannot_open(uri, MLFLOW, exc) from None
+
+
 class Tracker:
     """Writes one study's runs to an MLflow tracking store (SQLite file or server)."""
 
@@ -52,23 +149,17 @@ class Tracker:
         self.uri = tracking_uri
         # A tracking server stores artifacts where it was told to (shared by every worker).
         self.artifact_root = None if is_server(tracking_uri) else artifact_root
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.client = open_client(tracking_uri)
 
     def check(self) -> None:
         """Fail fast, before any training, when the tracking store cannot be reached."""
-        from sweep.storage import mask_url
-
         quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
         saved = {key: os.environ.get(key) for key in quick}
         os.environ.update(quick)
         try:
             self.client.search_experiments(max_results=1)
         except Exception as exc:  # noqa: BLE001 - connection and HTTP errors vary
-            text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-            raise SweepError(
-                f"cannot reach MLflow tracking at {mask_url(self.uri)}: "
-                f"{text.strip().splitlines()[0][:300]}; check --tracking-uri"
-            ) from None
+            raise cannot_open(self.uri, MLFLOW, exc) from None
         finally:
             for key, value in saved.items():
                 if value is None:
@@ -94,7 +185,7 @@ class Tracker:
         except MlflowException as exc:
             if "already exists" in str(exc).lower():
                 return self.client.get_experiment_by_name(name).experiment_id
-            raise SweepError(f"MLflow at {self.uri}: {exc.message.splitlines()[0]}") from None
+            raise SweepError(f"MLflow at {mask_url(self.uri)}: {first_line(exc)}") from None
 
     def study_run(self, study_name: str, params: dict[str, Any]) -> str:
         """The study's parent run: the existing one (reopened) or a new one."""
@@ -184,9 +275,11 @@ class Tracker:
         self.client.log_batch(handle.run_id, params=_params(params))
         try:
             yield handle
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             if handle.state == "running":
-                handle.finish("failed", reason="interrupted (Ctrl-C)", status="KILLED")
+                from sweep.signals import stop_reason
+
+                handle.finish("failed", reason=stop_reason(exc), status="KILLED")
             raise
         except BaseException as exc:
             if handle.state == "running":
@@ -240,7 +333,7 @@ class TrialRun:
 
 
 def _reason(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    return redact(f"{type(exc).__name__}: {exc}")
 
 
 def _params(values: dict[str, Any]) -> list[Param]:
