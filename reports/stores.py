@@ -253,13 +253,12 @@ def tracking_client(tracking_uri: str) -> Any | None:
     does not create it). A server is probed first: one that is down fails in seconds."""
     if store_missing(tracking_uri):
         return None
-    from mlflow import MlflowClient
-
     from sweep.tracking import Tracker, is_server
 
+    tracker = Tracker(tracking_uri)  # refuses a store of the other tool, or a half-migrated one
     if is_server(tracking_uri):
-        Tracker(tracking_uri).check()
-    return MlflowClient(tracking_uri=tracking_uri)
+        tracker.check()
+    return tracker.client
 
 
 @contextmanager

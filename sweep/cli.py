@@ -271,6 +271,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
     if uri.startswith(("http://", "https://")):
         print(f"The runs are on the MLflow server: open {mask_url(uri)}")
         return 0
+    from sweep.tracking import open_client
+
+    open_client(uri)  # the UI's server would migrate whatever database it is given
     port = pick_port(args.host, args.port, print)
     artifacts = (output_dir(args) / "mlartifacts").resolve().as_uri()
     print(f"MLflow UI for {mask_url(uri)}: starting on {args.host}:{port} ...", flush=True)
