@@ -92,6 +92,9 @@ def writing(path: Path) -> Iterator[Path]:
         raise _unwritable(path, exc) from None
     try:
         yield Path(partial)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(partial, 0o666 & ~umask)  # mkstemp's 0600 would hide the report from others
         os.replace(partial, path)
     except OSError as exc:
         raise _unwritable(path, exc) from None

@@ -19,7 +19,7 @@ import pandas as pd
 from optuna.distributions import CategoricalDistribution
 
 from sweep.errors import SweepError
-from sweep.storage import mask_url, open_storage
+from sweep.storage import first_line, mask_url, open_storage
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -102,11 +102,6 @@ def no_studies(storage_url: str) -> SweepError:
     return SweepError(
         f"no studies in {mask_url(storage_url)} yet; run a sweep first (make sweep-filters)"
     )
-
-
-def _first_line(exc: BaseException, url: str) -> str:
-    text = (getattr(exc, "message", None) or str(exc) or type(exc).__name__).strip()
-    return text.splitlines()[0][:300].replace(url, mask_url(url))
 
 
 @dataclass
@@ -271,7 +266,7 @@ def reading_mlflow(tracking_uri: str) -> Iterator[None]:
         yield
     except (MlflowException, SQLAlchemyError, OSError) as exc:
         raise SweepError(
-            f"cannot read MLflow at {mask_url(tracking_uri)}: {_first_line(exc, tracking_uri)}; "
+            f"cannot read MLflow at {mask_url(tracking_uri)}: {first_line(exc)}; "
             "check --tracking-uri"
         ) from None
 

@@ -17,6 +17,7 @@ from models.config import ClassifierConfig
 from sweep.data import DataSource, Split, class_names, shift_and_flip, subset_and_split
 from sweep.errors import SweepError
 from sweep.profiles import Profile
+from sweep.storage import first_line
 from sweep.tf_env import import_keras_quietly
 
 keras = import_keras_quietly()
@@ -123,8 +124,9 @@ def load_encoder(source: EncoderSource, input_shape: tuple[int, ...]) -> keras.M
         model = keras.models.load_model(source.path, compile=False)
     except Exception as exc:  # noqa: BLE001 - a foreign archive fails in many ways
         raise SweepError(
-            f"{where} is not a Keras model this project can load ({_first_line(exc)}); pass "
-            "--encoder-from the model.keras of an autoencoder trial"
+            f"{where} is not a Keras model this project can load "
+            f"({type(exc).__name__}: {first_line(exc)}); pass --encoder-from the model.keras of "
+            "an autoencoder trial"
         ) from None
     try:
         encoder = extract_encoder(model)
@@ -139,11 +141,6 @@ def load_encoder(source: EncoderSource, input_shape: tuple[int, ...]) -> keras.M
             f"{tuple(input_shape)}; pass an encoder trained on images of this size"
         )
     return encoder
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return f"{type(exc).__name__}: {text.splitlines()[0][:120]}"
 
 
 def check_labels(labels: np.ndarray, n_classes: int, what: str) -> None:

@@ -497,20 +497,17 @@ class RedactingStream(io.TextIOBase):
 
 
 @contextmanager
-def redacted_output(args: argparse.Namespace) -> Iterator[None]:
-    """Register every password the command may meet (URLs given as flags or in the
-    environment, $PGPASSWORD) and mask them in all it prints, messages of libraries and
-    tracebacks included."""
+def redacted_output(argv: list[str]) -> Iterator[None]:
+    """Register every password the command may meet (URLs among its arguments or in the
+    environment, $PGPASSWORD) and mask them in all it prints, argparse's errors, messages of
+    libraries and tracebacks included."""
     from sweep.storage import add_secret, add_url_secret
 
     add_secret(os.environ.get("PGPASSWORD"))
-    for url in (
-        getattr(args, "storage", None),
-        getattr(args, "tracking_uri", None),
-        os.environ.get("SWEEP_STORAGE"),
-        os.environ.get("SWEEP_TRACKING_URI"),
-    ):
-        if url:
+    given = [arg.partition("=")[2] if arg.startswith("-") else arg for arg in argv]
+    urls = [os.environ.get("SWEEP_STORAGE"), os.environ.get("SWEEP_TRACKING_URI"), *given]
+    for url in urls:
+        if url and "://" in url:
             add_url_secret(url)
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = RedactingStream(sys.stdout), RedactingStream(sys.stderr)
@@ -532,9 +529,10 @@ def stopped(exc: KeyboardInterrupt) -> int:
 def main(argv: list[str] | None = None) -> int:
     from sweep.signals import Terminated, stop_on_signals
 
-    args = build_parser().parse_args(argv)
-    stop_on_signals()
-    with redacted_output(args):
+    argv = sys.argv[1:] if argv is None else [str(arg) for arg in argv]
+    with redacted_output(argv):
+        args = build_parser().parse_args(argv)
+        stop_on_signals()
         try:
             return args.func(args)
         except SweepError as exc:

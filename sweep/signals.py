@@ -2,8 +2,9 @@
 does, so the running trial is recorded as stopped in both stores and its process is ended.
 
 SIGTERM raises `Terminated`, a KeyboardInterrupt, so every clean-up path written for Ctrl-C
-runs for it too. After the first signal, later SIGINTs and SIGTERMs are noted and ignored: the
-clean-up takes milliseconds, and cutting it short would leave the trial running in the stores.
+runs for it too. A second SIGINT or SIGTERM is noted and ignored, since cutting the clean-up
+short would leave the trial running in the stores; a third ends the process at once (the
+clean-up can take minutes when a tracking server is down and MLflow retries).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import signal
 from types import FrameType
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_ignored: list[int] = []  # the signal this process ignored while cleaning up, if any
 
 
 class Terminated(KeyboardInterrupt):
@@ -27,6 +29,7 @@ def stop_reason(exc: BaseException) -> str:
 def stop_on_signals() -> None:
     """SIGINT raises KeyboardInterrupt and SIGTERM raises Terminated, once. Also undoes the
     SIG_IGN a shell gives SIGINT in background commands (`make workers`, `cmd &`)."""
+    _ignored.clear()
     for signum in STOP_SIGNALS:
         signal.signal(signum, _stop)
 
@@ -39,4 +42,9 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 
 def _already_stopping(signum: int, frame: FrameType | None) -> None:
     # os.write, not print: the main thread may be inside a print to the same stream.
-    os.write(2, f"{signal.Signals(signum).name}: already stopping, cleaning up\n".encode())
+    name = signal.Signals(signum).name
+    if _ignored:
+        os.write(2, f"{name} again: stopping now, without the clean-up\n".encode())
+        os._exit(128 + signum)
+    _ignored.append(signum)
+    os.write(2, f"{name}: already stopping, cleaning up (once more to stop at once)\n".encode())

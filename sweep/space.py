@@ -157,8 +157,9 @@ class Param:
     high: float | int | None = None
     log: bool = False
     step: float | int | None = None
-    # Optuna's choices when a study recorded more labels than the space lists now (an edited
-    # grid): the space's labels first, then the ones only old trials have (never suggested).
+    # Optuna's choices when a study recorded other labels than the space lists now (an edited
+    # grid): the recorded choices in their order (Optuna stores a value as its index), then the
+    # space's new labels; labels only old trials have are never suggested.
     choices: tuple[Any, ...] = ()
 
     @property
@@ -186,22 +187,30 @@ class Param:
                 "began: give the study a new name"
             ) from None
 
-    def suggest(self, trial: optuna.Trial) -> Any:
+    def distribution(self) -> optuna.distributions.BaseDistribution:
+        """What Optuna records for this parameter: the labels' choices, or an int range (both
+        ends ints, no float step) or a float range."""
+        from optuna import distributions
+
         if not self.is_range:
-            return self.decode(
-                trial.suggest_categorical(self.name, list(self.choices or self.labels))
-            )
-        if (
-            isinstance(self.low, int)
-            and isinstance(self.high, int)
-            and not isinstance(self.step, float)
-        ):
-            return trial.suggest_int(
-                self.name, self.low, self.high, step=self.step or 1, log=self.log
-            )
-        return trial.suggest_float(
-            self.name, float(self.low), float(self.high), step=self.step, log=self.log
+            return distributions.CategoricalDistribution(self.choices or self.labels)
+        ints = isinstance(self.low, int) and isinstance(self.high, int)
+        if ints and not isinstance(self.step, float):
+            step = self.step or 1
+            return distributions.IntDistribution(self.low, self.high, log=self.log, step=step)
+        return distributions.FloatDistribution(
+            float(self.low), float(self.high), log=self.log, step=self.step
         )
+
+    def suggest(self, trial: optuna.Trial) -> Any:
+        from optuna import distributions
+
+        d = self.distribution()
+        if isinstance(d, distributions.CategoricalDistribution):
+            return self.decode(trial.suggest_categorical(self.name, list(d.choices)))
+        if isinstance(d, distributions.IntDistribution):
+            return trial.suggest_int(self.name, d.low, d.high, step=d.step, log=d.log)
+        return trial.suggest_float(self.name, d.low, d.high, step=d.step, log=d.log)
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -496,10 +505,20 @@ def _parse_base(path: Path, config_class: type[Config], raw: Any) -> Config:
         raise _fail(path, "base", str(exc)) from None
 
 
+PARAM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\- ]{0,99}")
+
+
 def _parse_param(path: Path, name: Any, spec: Any, base: Config) -> Param:
     key = f"params.{name}"
     if not isinstance(name, str) or not name.strip():
         raise _fail(path, key, "a parameter name must be text")
+    if not PARAM_NAME.fullmatch(name):
+        raise _fail(
+            path,
+            key,
+            "a parameter name may only hold letters, digits, spaces and _ - . (it is also an "
+            "MLflow param name), up to 100 characters",
+        )
     if not isinstance(spec, dict):
         raise _fail(path, key, "must be a mapping with 'values' or 'low'/'high'")
     _check_keys(path, key, spec, PARAM_KEYS)

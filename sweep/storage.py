@@ -27,7 +27,7 @@ GRACE_FACTOR = 4
 SQLITE_HEADER = b"SQLite format 3\x00"
 # Shorter secrets are masked inside URLs only: masking every "abc" would garble the output.
 MIN_SECRET = 4
-_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'\"]*:)[^\s/'\"]+(?=@)")
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'\"]*:)[^\s@'\"]+(?=@)")
 _SECRETS: set[str] = set()
 NO_FILE = (None, "", ":memory:")
 
@@ -83,15 +83,17 @@ def mask_url(url: str) -> str:
 
 
 def add_url_secret(url: str) -> None:
-    """Register the password of `url`, so that no message or log line shows it."""
+    """Register the password of `url` as a URL parser and SQLAlchemy read it (they differ on
+    a password holding "/"), so that no message or log line shows it."""
     from urllib.parse import unquote, urlsplit
 
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return
-    if password:
-        add_secret(unquote(password))
+    from sqlalchemy.engine import make_url
+
+    for read in (lambda: unquote(urlsplit(url).password or ""), lambda: make_url(url).password):
+        try:
+            add_secret(read())
+        except Exception:  # noqa: BLE001, S112 - not a URL this parser reads
+            continue
 
 
 def database_url(url: str) -> str:
@@ -243,7 +245,7 @@ def first_open(url: str, role: Role) -> Iterator[frozenset[str]]:
     path = sqlite_file(url, role)
     with ExitStack() as stack:
         try:
-            stack.enter_context(StoreLock(url, "sweep:init", ".init.lock")())
+            stack.enter_context(StoreLock(url, "sweep-init", ".init.lock")())
             new = path is not None and _is_new_file(path, url, role)
             tables = frozenset() if new else store_tables(url)
         except SweepError:

@@ -110,7 +110,8 @@ def in_space(trial: optuna.trial.FrozenTrial, space: SearchSpace) -> bool:
     for p in space.params:
         value = point[p.name]
         if p.is_range:
-            if isinstance(value, str) or not p.low <= value <= p.high:
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not number or not p.low <= value <= p.high:
                 return False
         elif value not in p.labels:
             return False
@@ -131,7 +132,7 @@ def align_choices(study: optuna.Study, space: SearchSpace, storage: Any) -> Sear
     appends its new labels, and the recorded distributions are widened to match in the
     storage (values are stored as indices into the choices, so appending keeps every old
     trial's value). Other samplers model their choices, so theirs cannot change."""
-    from optuna.distributions import CategoricalDistribution
+    from optuna.distributions import CategoricalDistribution, check_distribution_compatibility
 
     recorded: dict[str, Any] = {}
     for trial in study.get_trials(deepcopy=False):
@@ -140,11 +141,14 @@ def align_choices(study: optuna.Study, space: SearchSpace, storage: Any) -> Sear
     params, widened = [], {}
     for p in space.params:
         old = recorded.get(p.name)
-        categorical = isinstance(old, CategoricalDistribution)
-        if old is None or p.is_range != categorical and (p.is_range or old.choices == p.labels):
+        try:
+            if old is not None:
+                check_distribution_compatibility(old, p.distribution())
             params.append(p)
             continue
-        if p.is_range or not categorical or space.sampler != "grid":
+        except ValueError:
+            pass
+        if p.is_range or not isinstance(old, CategoricalDistribution) or space.sampler != "grid":
             raise SweepError(
                 f"{space.path}: params.{p.name} changed since study {space.study!r} began, and "
                 f"a {space.sampler} study cannot change it; give the study a new name "
@@ -264,8 +268,12 @@ def run_trial(study: optuna.Study, storage, trial: optuna.Trial, objective: Call
         except KeyboardInterrupt:
             study.tell(trial, state=TrialState.FAIL)
             raise
-        except Exception:  # noqa: BLE001 - recorded in both stores by the objective
+        except Exception as exc:  # noqa: BLE001 - the objective records what it can
             state = TrialState.FAIL
+            if "fail_reason" not in trial.user_attrs:  # it failed before its run existed
+                reason = f"{type(exc).__name__}: {exc}"
+                trial.set_user_attr("fail_reason", reason[:5000])
+                print(f"    -> failed: {reason.splitlines()[0][:300]}", flush=True)
     try:
         study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
     except ValueError as exc:
@@ -602,6 +610,13 @@ def load_split(
         images, labels, subset=profile.subset, val_fraction=profile.val_fraction, seed=seed
     )
     split.take(space.base.train_size, space.base.val_size)
+    for p in space.params:
+        for value in p.candidates():
+            sizes = {k: v for k, v in p.overrides(value).items() if k in ("train_size", "val_size")}
+            try:
+                split.take(sizes.get("train_size"), sizes.get("val_size"))
+            except SweepError as exc:
+                raise SweepError(f"{space.path}: params.{p.name}: {exc}") from None
     say(
         f"Data: {source.name} ({source.location}), profile {profile.name}: "
         f"{len(split.x_train)} train / {len(split.x_val)} validation images"

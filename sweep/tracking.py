@@ -272,8 +272,8 @@ class Tracker:
             experiment_id, run_name=run_name, tags={**tags, STATE_TAG: "running"}
         )
         handle = TrialRun(self.client, run.info.run_id)
-        self.client.log_batch(handle.run_id, params=_params(params))
         try:
+            self.client.log_batch(handle.run_id, params=_params(params))
             yield handle
         except KeyboardInterrupt as exc:
             if handle.state == "running":

@@ -69,3 +69,39 @@ def test_a_space_too_deep_for_the_images_fails_before_the_study_exists(
     assert "epoch" not in captured.out
     storage = f"sqlite:///{out / 'optuna.db'}"
     assert optuna.get_all_study_names(storage) == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["studies", "postgresql://u:secretpw@127.0.0.1:9/db"],  # argparse: not an argument
+        ["studies", "--storag=postgresql://u:secretpw@127.0.0.1:9/db"],
+        ["studies", "--storage", "postgresql://u:secret/pw@127.0.0.1:9/db"],  # "/" in it
+    ],
+)
+def test_no_password_is_printed_whatever_the_error(argv, tmp_path: Path, capsys) -> None:
+    try:
+        code = main(["--output", str(tmp_path / "out"), *argv])
+    except SystemExit as exited:
+        code = exited.code
+    assert code == 2
+    captured = capsys.readouterr()
+    shown = captured.out + captured.err
+    assert "secret" not in shown and "***" in shown
+
+
+def test_a_size_parameter_beyond_the_split_fails_before_the_study_exists(
+    tmp_path: Path, idx_args: list[str], capsys
+) -> None:
+    import optuna
+
+    space = tmp_path / "sizes.yaml"
+    space.write_text(
+        "study: sizes\nbase: {filters: [4, 8], epochs: 1}\n"
+        "params:\n  train_size:\n    values: [16, 100000]\n"
+    )
+    out = tmp_path / "out"
+    assert main(["--output", str(out), "run", str(space), *idx_args]) == 2
+    err = capsys.readouterr().err
+    assert "params.train_size: train_size=100000 but the split has only" in err
+    assert optuna.get_all_study_names(f"sqlite:///{out / 'optuna.db'}") == []

@@ -424,3 +424,13 @@ def test_show_of_a_hostile_space_exits_2_with_one_line(
     captured = capsys.readouterr()
     assert captured.err.startswith(f"error: {path}: ") and fragment in captured.err
     assert_short_line(captured.err.rstrip("\n"))
+
+
+@pytest.mark.parametrize("name", ["arch (filters+depth)", "a,b", "x" * 101, "-lead"])
+def test_a_group_name_mlflow_cannot_log_is_refused_at_load(name: str, tmp_path: Path) -> None:
+    path = tmp_path / "group.yaml"
+    path.write_text(
+        f"params:\n  {name!r}:\n    values: [{{filters: [4, 8]}}, {{filters: [8, 16]}}]\n"
+    )
+    with pytest.raises(SpaceError, match="a parameter name may only hold letters"):
+        load_space(path)

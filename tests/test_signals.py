@@ -143,12 +143,32 @@ def test_signals_after_the_first_let_the_clean_up_finish(stop_handlers: None, ca
             time.sleep(5)
         finally:
             os.kill(os.getpid(), signal.SIGINT)
-            os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(0.1)
             cleaned = True
     assert cleaned
-    noted = capfd.readouterr().err
-    assert "SIGINT: already stopping" in noted and "SIGTERM: already stopping" in noted
+    assert "SIGINT: already stopping" in capfd.readouterr().err
+
+
+def test_a_third_signal_stops_at_once_without_the_clean_up() -> None:
+    code = (
+        "import os, signal, time\n"
+        "from sweep.signals import stop_on_signals\n"
+        "stop_on_signals()\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(5)\n"
+        "finally:\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(5)\n"
+        "    print('clean-up finished')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert done.returncode == 128 + signal.SIGTERM
+    assert "clean-up finished" not in done.stdout
+    assert "SIGTERM again: stopping now" in done.stderr and "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize("target", ["report_then_sleep", "report_all_the_time"])

@@ -289,3 +289,31 @@ def test_a_tpe_study_whose_values_changed_is_refused_before_training(env, tmp_pa
     with pytest.raises(SweepError, match="params.kernel_size changed since study 'kernel'"):
         run(load_space(_kernel_space(tmp_path, [3, 5], "random")), fake, n_trials=4)
     assert len(fake.calls) == calls
+
+
+def test_a_range_that_changed_its_kind_is_refused_before_training(env, tmp_path) -> None:
+    run, _, _ = env
+    path = tmp_path / "lr.yaml"
+    text = (
+        "study: lr\nsampler: random\nn_trials: 2\nbase: {{filters: [4, 8]}}\n"
+        "params:\n  learning_rate: {{low: 1.0e-4, high: 1.0e-2{}}}\n"
+    )
+    path.write_text(text.format(""))
+    fake = FakeObjective()
+    run(load_space(path), fake)
+    path.write_text(text.format(", log: true"))
+    with pytest.raises(SweepError, match="params.learning_rate changed since study 'lr'"):
+        run(load_space(path), fake, n_trials=4)
+    assert len(fake.calls) == 2
+
+
+def test_a_failure_before_the_trial_recorded_it_is_said_and_kept(env, tiny_space) -> None:
+    run, _, _ = env
+    out = io.StringIO()
+    import contextlib
+
+    with contextlib.redirect_stdout(out):
+        study = run(load_space(tiny_space), FakeObjective(fail={"(2, 4)"}))
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert [t.user_attrs["fail_reason"] for t in failed] == ["RuntimeError: boom for (2, 4)"]
+    assert "    -> failed: RuntimeError: boom for (2, 4)" in out.getvalue()
