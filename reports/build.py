@@ -220,7 +220,7 @@ def _study_pages(study: StudyData) -> list[plt.Figure]:
                 study.trials,
                 param,
                 order,
-                conclusion=one_factor_conclusion(study.trials, param),
+                conclusion=one_factor_conclusion(study.trials, param) + _outside(study),
             ),
         ]
     else:
@@ -234,13 +234,26 @@ def _study_pages(study: StudyData) -> list[plt.Figure]:
             figures.plot_pareto(study.trials, objective),
             figures.plot_text_page(
                 f"{study.name}: conclusion",
-                joint_conclusion(study.trials, importances, study.metric, study.maximize),
+                joint_conclusion(study.trials, importances, study.metric, study.maximize)
+                + _outside(study),
             ),
         ]
     tables = list(study.architectures.items())
     for i in range(0, len(tables), 2):
         pages.append(figures.plot_tables(dict(tables[i : i + 2]), f"{study.name}: architectures"))
     return pages
+
+
+def _outside(study: StudyData) -> str:
+    """The sentence a study's conclusion ends with when its space dropped points it ran."""
+    if not study.outside:
+        return ""
+    if study.outside == 1:
+        return " 1 trial of a point the space no longer lists is kept in the stores, not shown."
+    return (
+        f" {study.outside} trials of points the space no longer lists are kept in the stores, "
+        "not shown."
+    )
 
 
 def _status_page(study: StudyData) -> plt.Figure:

@@ -126,6 +126,7 @@ class StudyData:
     kind: str = "autoencoder"
     metric: str = "val_loss"
     maximize: bool = False
+    outside: int = 0  # trials of points the space no longer lists: kept, not shown
 
     @property
     def complete(self) -> pd.DataFrame:
@@ -169,7 +170,8 @@ def load_study_data(storage_url: str, tracking_uri: str, name: str) -> StudyData
             f"no study {name!r} in {mask_url(storage_url)} (studies: {known}); "
             "run its sweep first, e.g. make sweep-filters"
         ) from None
-    frozen = study.get_trials(deepcopy=False)
+    every = study.get_trials(deepcopy=False)
+    frozen = [t for t in every if _listed(t, study.user_attrs.get("space"))]
     params, order = _param_order(frozen)
     trials = frame(
         (_trial_row(t, params) for t in frozen),
@@ -198,7 +200,27 @@ def load_study_data(storage_url: str, tracking_uri: str, name: str) -> StudyData
         kind=str(study.user_attrs.get("kind", "autoencoder")),
         metric=str(study.user_attrs.get("metric", "val_loss")),
         maximize=study.directions[0] == optuna.study.StudyDirection.MAXIMIZE,
+        outside=len(every) - len(frozen),
     )
+
+
+def _listed(trial: optuna.trial.FrozenTrial, space: dict[str, Any] | None) -> bool:
+    """Whether the trial's point is one the space listed at the study's latest run (`sweep run`
+    records the space's values, or a range's ends, as the study's `space` attribute); every
+    trial is, in a study recorded before that, and so is one whose params are not set yet."""
+    if not space or not trial.params:
+        return True
+    if set(trial.params) != set(space):
+        return False
+    for name, listed in space.items():
+        value = trial.params[name]
+        if isinstance(listed, dict):
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not number or not listed["low"] <= value <= listed["high"]:
+                return False
+        elif value not in listed:
+            return False
+    return True
 
 
 def _param_order(trials: list[optuna.trial.FrozenTrial]) -> tuple[list[str], dict[str, list]]:

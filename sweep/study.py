@@ -58,7 +58,10 @@ def open_study(space: SearchSpace, storage: optuna.storages.BaseStorage) -> optu
         study.set_user_attr("kind", space.kind)
         study.set_user_attr("metric", space.metric)
     # What the space lists now, so that readers can tell the trials of points it dropped.
-    listed = {p.name: [p.low, p.high] if p.is_range else list(p.labels) for p in space.params}
+    listed = {
+        p.name: {"low": p.low, "high": p.high} if p.is_range else list(p.labels)
+        for p in space.params
+    }
     if study.user_attrs.get("space") != listed:
         study.set_user_attr("space", listed)
     return study

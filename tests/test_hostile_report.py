@@ -303,3 +303,19 @@ def test_a_missing_mlflow_store_is_read_as_empty(small: Path) -> None:
     assert study.curves.empty and study.runs == {} and study.note == ""
     assert not (small / "mlflow.db").exists()
     assert pd.api.types.is_integer_dtype(study.curves["epoch"])
+
+
+def test_trials_of_points_the_space_no_longer_lists_are_counted_not_shown(tmp_path: Path) -> None:
+    stores = Stores(tmp_path)
+    study = stores.study("kernel")
+    for kernel in (2, 3, 5):
+        study.enqueue_trial({"kernel_size": kernel})
+        complete(study, {"kernel_size": CategoricalDistribution((2, 3, 5))}, 0.1 * kernel)
+    study.set_user_attr("space", {"kernel_size": [3, 5]})
+    data = load_study_data(stores.storage, stores.tracking, "kernel")
+    assert sorted(data.trials["kernel_size"]) == [3, 5] and data.outside == 1
+    report = build_report(stores.storage, stores.tracking, tmp_path / "r.pdf")
+    assert report.pages > 0
+    text = pdf_text(report.path)
+    if text is not None:
+        assert "1 trial of a point the space no longer lists is kept" in " ".join(text.split())
