@@ -512,13 +512,6 @@ def _parse_param(path: Path, name: Any, spec: Any, base: Config) -> Param:
     key = f"params.{name}"
     if not isinstance(name, str) or not name.strip():
         raise _fail(path, key, "a parameter name must be text")
-    if not PARAM_NAME.fullmatch(name):
-        raise _fail(
-            path,
-            key,
-            "a parameter name may only hold letters, digits, spaces and _ - . (it is also an "
-            "MLflow param name), up to 100 characters",
-        )
     if not isinstance(spec, dict):
         raise _fail(path, key, "must be a mapping with 'values' or 'low'/'high'")
     _check_keys(path, key, spec, PARAM_KEYS)
@@ -539,6 +532,13 @@ def _parse_param(path: Path, name: Any, spec: Any, base: Config) -> Param:
             "values must be all mappings (a group of keys) or all single values",
         )
     is_group = kinds == {True}
+    if is_group and not PARAM_NAME.fullmatch(name):  # other names are config keys
+        raise _fail(
+            path,
+            f"params.{name}",
+            "a group's name may only hold letters, digits, spaces and _ - . (it is also an "
+            "MLflow param name), up to 100 characters",
+        )
     _check_value_keys(path, name, values, is_group, base.field_names())
     decoded = tuple(_decode_value(path, name, v, is_group, base) for v in values)
     labels = tuple(format_value(v if is_group else _plain(v)) for v in values)

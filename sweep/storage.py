@@ -27,7 +27,8 @@ GRACE_FACTOR = 4
 SQLITE_HEADER = b"SQLite format 3\x00"
 # Shorter secrets are masked inside URLs only: masking every "abc" would garble the output.
 MIN_SECRET = 4
-_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'\"]*:)[^\s@'\"]+(?=@)")
+# A password holding "/" reads as a path here; add_url_secret registers it as SQLAlchemy reads it.
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'\"]*:)[^\s/'\"]+(?=@)")
 _SECRETS: set[str] = set()
 NO_FILE = (None, "", ":memory:")
 

@@ -77,6 +77,7 @@ def test_a_space_too_deep_for_the_images_fails_before_the_study_exists(
         ["studies", "postgresql://u:secretpw@127.0.0.1:9/db"],  # argparse: not an argument
         ["studies", "--storag=postgresql://u:secretpw@127.0.0.1:9/db"],
         ["studies", "--storage", "postgresql://u:secret/pw@127.0.0.1:9/db"],  # "/" in it
+        ["studies", "--storage", "postgresql://u:sec@ret@127.0.0.1:9/db"],  # "@" in it
     ],
 )
 def test_no_password_is_printed_whatever_the_error(argv, tmp_path: Path, capsys) -> None:

@@ -432,5 +432,5 @@ def test_a_group_name_mlflow_cannot_log_is_refused_at_load(name: str, tmp_path: 
     path.write_text(
         f"params:\n  {name!r}:\n    values: [{{filters: [4, 8]}}, {{filters: [8, 16]}}]\n"
     )
-    with pytest.raises(SpaceError, match="a parameter name may only hold letters"):
+    with pytest.raises(SpaceError, match="a group's name may only hold letters"):
         load_space(path)
