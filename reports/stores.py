@@ -19,6 +19,7 @@ import pandas as pd
 from optuna.distributions import CategoricalDistribution
 
 from sweep.errors import SweepError
+from sweep.space import is_listed
 from sweep.storage import first_line, mask_url, open_storage
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -206,21 +207,9 @@ def load_study_data(storage_url: str, tracking_uri: str, name: str) -> StudyData
 
 def _listed(trial: optuna.trial.FrozenTrial, space: dict[str, Any] | None) -> bool:
     """Whether the trial's point is one the space listed at the study's latest run (`sweep run`
-    records the space's values, or a range's ends, as the study's `space` attribute); every
-    trial is, in a study recorded before that, and so is one whose params are not set yet."""
-    if not space or not trial.params:
-        return True
-    if set(trial.params) != set(space):
-        return False
-    for name, listed in space.items():
-        value = trial.params[name]
-        if isinstance(listed, dict):
-            number = isinstance(value, int | float) and not isinstance(value, bool)
-            if not number or not listed["low"] <= value <= listed["high"]:
-                return False
-        elif value not in listed:
-            return False
-    return True
+    records SearchSpace.listed() as the study's `space` attribute); every trial is, in a study
+    recorded before that, and so is one whose params are not set yet."""
+    return not space or not trial.params or is_listed(trial.params, space)
 
 
 def _param_order(trials: list[optuna.trial.FrozenTrial]) -> tuple[list[str], dict[str, list]]:

@@ -324,6 +324,14 @@ class SearchSpace:
                 names = _names(p for p in coupled if set(image_keys) & set(p.keys)) or "base"
                 raise _fail(self.path, names, str(exc)) from None
 
+    def listed(self) -> dict[str, Any]:
+        """What the space lists, as plain data a study can record: each parameter's labels,
+        or a range's ends."""
+        return {
+            p.name: {"low": p.low, "high": p.high} if p.is_range else list(p.labels)
+            for p in self.params
+        }
+
     def describe(self) -> str:
         parts = []
         for p in self.params:
@@ -333,6 +341,22 @@ class SearchSpace:
             else:
                 parts.append(f"{p.name} ({len(p.values)} values)")
         return f"{self.sampler} over {', '.join(parts)}"
+
+
+def is_listed(point: dict[str, Any], listed: dict[str, Any]) -> bool:
+    """Whether a trial's stored params are a point of `listed` (SearchSpace.listed(), as a
+    study records it): the same names, each a listed label or inside a listed range."""
+    if set(point) != set(listed):
+        return False
+    for name, allowed in listed.items():
+        value = point[name]
+        if isinstance(allowed, dict):
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not number or not allowed["low"] <= value <= allowed["high"]:
+                return False
+        elif value not in allowed:
+            return False
+    return True
 
 
 # The summary metric of a study's trials of points its space no longer lists (an edited space):

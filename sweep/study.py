@@ -25,7 +25,14 @@ from optuna.trial import TrialState
 from sweep.data import DataSource, Split
 from sweep.errors import SweepError
 from sweep.profiles import Profile
-from sweep.space import OUTSIDE_METRIC, SearchSpace, format_value, kept_note, nothing_left
+from sweep.space import (
+    OUTSIDE_METRIC,
+    SearchSpace,
+    format_value,
+    is_listed,
+    kept_note,
+    nothing_left,
+)
 from sweep.storage import GRACE_FACTOR, StudyLock, open_storage
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -58,10 +65,7 @@ def open_study(space: SearchSpace, storage: optuna.storages.BaseStorage) -> optu
         study.set_user_attr("kind", space.kind)
         study.set_user_attr("metric", space.metric)
     # What the space lists now, so that readers can tell the trials of points it dropped.
-    listed = {
-        p.name: {"low": p.low, "high": p.high} if p.is_range else list(p.labels)
-        for p in space.params
-    }
+    listed = space.listed()
     if study.user_attrs.get("space") != listed:
         study.set_user_attr("space", listed)
     return study
@@ -107,18 +111,7 @@ def plan(study: optuna.Study | None, space: SearchSpace, budget: int | None = No
 def in_space(trial: optuna.trial.FrozenTrial, space: SearchSpace) -> bool:
     """Whether the trial's point is one the space lists now. A space edited since its study
     began leaves trials of other points behind: kept in both stores, not counted."""
-    point = _point(trial)
-    if set(point) != {p.name for p in space.params}:
-        return False
-    for p in space.params:
-        value = point[p.name]
-        if p.is_range:
-            number = isinstance(value, int | float) and not isinstance(value, bool)
-            if not number or not p.low <= value <= p.high:
-                return False
-        elif value not in p.labels:
-            return False
-    return True
+    return is_listed(_point(trial), space.listed())
 
 
 def not_in_space(study: optuna.Study | None, space: SearchSpace) -> int:
@@ -175,10 +168,11 @@ def _widen_recorded(storage: Any, study: optuna.Study, widened: dict[str, Any]) 
         "UPDATE trial_params SET distribution_json = :d WHERE param_name = :n AND trial_id IN "
         "(SELECT trial_id FROM trials WHERE study_id = :s)"
     )
+    study_id = storage.get_study_id_from_name(study.study_name)
     with storage.engine.begin() as connection:
         for name, distribution in widened.items():
             connection.execute(
-                update, {"d": distribution_to_json(distribution), "n": name, "s": study._study_id}
+                update, {"d": distribution_to_json(distribution), "n": name, "s": study_id}
             )
 
 
