@@ -19,7 +19,7 @@ import pandas as pd
 from optuna.distributions import CategoricalDistribution
 
 from sweep.errors import SweepError
-from sweep.space import is_listed
+from sweep.points import is_listed
 from sweep.storage import first_line, mask_url, open_storage
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

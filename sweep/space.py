@@ -343,34 +343,6 @@ class SearchSpace:
         return f"{self.sampler} over {', '.join(parts)}"
 
 
-def is_listed(point: dict[str, Any], listed: dict[str, Any]) -> bool:
-    """Whether a trial's stored params are a point of `listed` (SearchSpace.listed(), as a
-    study records it): the same names, each a listed label or inside a listed range."""
-    if set(point) != set(listed):
-        return False
-    for name, allowed in listed.items():
-        value = point[name]
-        if isinstance(allowed, dict):
-            number = isinstance(value, int | float) and not isinstance(value, bool)
-            if not number or not allowed["low"] <= value <= allowed["high"]:
-                return False
-        elif value not in allowed:
-            return False
-    return True
-
-
-# The summary metric of a study's trials of points its space no longer lists (an edited space):
-# kept in both stores, not counted towards the budget or the best trial.
-OUTSIDE_METRIC = "n_outside_space"
-
-
-def kept_note(n: int) -> str:
-    """What a run says of its study's trials of points the space no longer lists."""
-    if n == 1:
-        return "1 trial of a point no longer in the space is kept and not counted"
-    return f"{n} trials of points no longer in the space are kept and not counted"
-
-
 def nothing_left(space: SearchSpace, budget: int) -> str:
     """What a run says when its study's budget is spent, with the way to extend it."""
     if space.sampler == "grid" and budget >= len(space.grid_points()):

@@ -258,11 +258,16 @@ def first_open(url: str, role: Role) -> Iterator[frozenset[str]]:
 
 
 def open_storage(
-    url: str, heartbeat: int | None = None, on_stale: Callable | None = None
+    url: str,
+    heartbeat: int | None = None,
+    on_stale: Callable | None = None,
+    *,
+    read_only: bool = False,
 ) -> optuna.storages.RDBStorage:
     """Connect to an Optuna RDB storage, failing fast with a one-line error. With `heartbeat`
     (seconds), running trials send heartbeats and `on_stale(study, trial)` handles a trial
-    whose worker stopped sending them (GRACE_FACTOR heartbeats)."""
+    whose worker stopped sending them (GRACE_FACTOR heartbeats). `read_only` (readers: the
+    report, `sweep studies`): no table creation and no schema-version check."""
     import optuna
 
     with first_open(url, OPTUNA):
@@ -276,6 +281,8 @@ def open_storage(
                         heartbeat_interval=heartbeat,
                         grace_period=heartbeat * GRACE_FACTOR if heartbeat else None,
                         heartbeat_stale_trial_callback=on_stale,
+                        skip_table_creation=read_only,
+                        skip_compatibility_check=read_only,
                     )
             except Exception as exc:  # noqa: BLE001 - driver errors vary; all mean "cannot use it"
                 # Workers starting together on an empty PostgreSQL database race to create

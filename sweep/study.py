@@ -24,15 +24,9 @@ from optuna.trial import TrialState
 
 from sweep.data import DataSource, Split
 from sweep.errors import SweepError
+from sweep.points import OUTSIDE_METRIC, is_listed, kept_note
 from sweep.profiles import Profile
-from sweep.space import (
-    OUTSIDE_METRIC,
-    SearchSpace,
-    format_value,
-    is_listed,
-    kept_note,
-    nothing_left,
-)
+from sweep.space import SearchSpace, format_value, nothing_left
 from sweep.storage import GRACE_FACTOR, StudyLock, open_storage
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from sweep.errors import SweepError
-from sweep.space import OUTSIDE_METRIC, Param, SearchSpace, format_value, kept_note, nothing_left
+from sweep.points import OUTSIDE_METRIC, kept_note
+from sweep.space import Param, SearchSpace, format_value, nothing_left
 
 if TYPE_CHECKING:
     import keras_tuner
