@@ -1,1 +1,2 @@
-"""Report generator: reads the Optuna and MLflow stores and draws one PDF (next milestone)."""
+"""The report: reads the Optuna storage and the MLflow store (read-only) into pandas
+DataFrames, draws one figure per page from them, and writes the pages into one PDF."""

@@ -6,12 +6,13 @@ from typing import Any
 
 import pandas as pd
 
-from reports.figures import sci
+from reports.frames import best_trial, compared
+from reports.style import sci
 
 
 def one_factor_conclusion(trials: pd.DataFrame, param: str) -> str:
     """Which value won, by how much, and what it cost in time and parameters."""
-    done = trials[trials["state"] == "complete"].dropna(subset=["value"])
+    done = compared(trials)
     notes = _state_note(trials)
     if done.empty:
         return f"No complete trial yet, so no conclusion.{notes}"
@@ -41,6 +42,7 @@ def one_factor_conclusion(trials: pd.DataFrame, param: str) -> str:
 
 
 def _cost(winner: pd.Series, other: pd.Series) -> str:
+    """The winner's training time and parameter count as multiples of `other`'s."""
     parts = []
     for column, unit in (("train_seconds", "training time"), ("param_count", "parameters")):
         a, b = winner.get(column), other.get(column)
@@ -50,6 +52,7 @@ def _cost(winner: pd.Series, other: pd.Series) -> str:
 
 
 def _state_note(trials: pd.DataFrame) -> str:
+    """The trials left out of a comparison because they did not complete."""
     counts = trials["state"].value_counts()
     extra = [f"{counts[s]} {s}" for s in ("pruned", "failed", "running") if counts.get(s, 0)]
     return f" Not compared: {', '.join(extra)} trial(s)." if extra else ""
@@ -61,10 +64,10 @@ def joint_conclusion(
     metric: str = "val_loss",
     maximize: bool = False,
 ) -> str:
-    done = trials[trials["state"] == "complete"].dropna(subset=["value"])
-    if done.empty:
+    """The best trial, the most important parameter, how many trials the pruner stopped."""
+    best = best_trial(trials, maximize)
+    if best is None:
         return "No complete trial yet."
-    best = done.loc[done["value"].idxmax() if maximize else done["value"].idxmin()]
     text = f"Best trial #{int(best['number'])} reached {metric} {sci(best['value'])}"
     if importances:
         top = max(importances, key=importances.get)

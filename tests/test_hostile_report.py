@@ -16,10 +16,18 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
-from reports import figures
-from reports.build import build_report, summary_table
+from reports.build import build_report
 from reports.conclusions import joint_conclusion, one_factor_conclusion
-from reports.stores import TRIAL_COLUMNS, load_study_data
+from reports.joint import (
+    Objective,
+    plot_history,
+    plot_intermediate,
+    plot_param_scatter,
+    plot_pareto,
+)
+from reports.one_factor import plot_comparison, plot_value_curves
+from reports.sections import summary_table
+from reports.studies import TRIAL_COLUMNS, load_study_data
 from sweep.cli import main
 
 KERNEL = {"kernel_size": CategoricalDistribution([3, 5])}
@@ -196,16 +204,16 @@ def test_every_column_is_present_and_typed_whatever_the_trials(hostile: Stores) 
 def test_figures_draw_a_study_with_nothing_complete(hostile: Stores) -> None:
     study = load_study_data(hostile.storage, hostile.tracking, "started")
     trials, param = study.trials, "kernel_size"
-    objective = figures.Objective()
+    objective = Objective()
     for fig in (
-        figures.plot_value_curves(study.curves, trials, param, study.value_order[param]),
-        figures.plot_comparison(study.curves, trials, param, study.value_order[param]),
-        figures.plot_history(trials, {}, objective),
-        figures.plot_param_scatter(trials, study.params, study.value_order, objective),
-        figures.plot_intermediate(study.intermediate, objective),
+        plot_value_curves(study.curves, trials, param, study.value_order[param]),
+        plot_comparison(study.curves, trials, param, study.value_order[param]),
+        plot_history(trials, {}, objective),
+        plot_param_scatter(trials, study.params, study.value_order, objective),
+        plot_intermediate(study.intermediate, objective),
     ):
         assert fig.axes
-    pareto = figures.plot_pareto(trials, objective)
+    pareto = plot_pareto(trials, objective)
     assert "no complete trials" in [t.get_text() for ax in pareto.axes for t in ax.texts]
     assert one_factor_conclusion(trials, param).startswith("No complete trial yet")
     assert "Not compared: 1 running" in one_factor_conclusion(trials, param)
@@ -214,8 +222,8 @@ def test_figures_draw_a_study_with_nothing_complete(hostile: Stores) -> None:
 
 def test_every_trial_of_an_edited_space_is_plotted(hostile: Stores) -> None:
     study = load_study_data(hostile.storage, hostile.tracking, "edited")
-    objective = figures.Objective()
-    fig = figures.plot_param_scatter(study.trials, study.params, study.value_order, objective)
+    objective = Objective()
+    fig = plot_param_scatter(study.trials, study.params, study.value_order, objective)
     kernel, rate = (np.asarray(ax.collections[0].get_offsets()) for ax in fig.axes[:2])
     assert np.isfinite(kernel[:, 0]).sum() == 2
     assert sorted(rate[np.isfinite(rate[:, 0]), 1]) == pytest.approx([0.1, 0.15, 0.25])

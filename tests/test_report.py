@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +9,12 @@ import optuna
 import pandas as pd
 import pytest
 
-from reports import figures
 from reports.conclusions import one_factor_conclusion
+from reports.figures import plot_confusion_matrix, plot_phase_curves
+from reports.joint import pareto_mask, plot_history, plot_intermediate
+from reports.one_factor import plot_comparison, plot_value_curves
+from reports.style import sci
+from reports.tables import plot_summary_table, plot_tables
 from sweep.cli import main
 from sweep.errors import SweepError
 
@@ -47,7 +50,7 @@ def curves() -> pd.DataFrame:
 
 
 def test_value_curves_draw_loss_and_val_loss_with_the_minimum_above(curves, trials) -> None:
-    fig = figures.plot_value_curves(curves, trials, PARAM, ORDER)
+    fig = plot_value_curves(curves, trials, PARAM, ORDER)
     axes = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title().splitlines()[0] for ax in axes] == [
         f"{PARAM} = {ORDER[0]}",
@@ -58,7 +61,7 @@ def test_value_curves_draw_loss_and_val_loss_with_the_minimum_above(curves, tria
     assert len([ln for ln in first.lines if ln.get_label() in ("loss", "val_loss")]) == 2
     val = curves[(curves.trial == 0) & (curves.metric == "val_loss")]
     assert (
-        f"min val_loss {figures.sci(val.value.min())} (epoch {int(val.loc[val.value.idxmin(), 'epoch'])})"
+        f"min val_loss {sci(val.value.min())} (epoch {int(val.loc[val.value.idxmin(), 'epoch'])})"
         in first.get_title()
     )
     star = next(ln for ln in first.lines if ln.get_label() == "min val_loss")
@@ -68,7 +71,7 @@ def test_value_curves_draw_loss_and_val_loss_with_the_minimum_above(curves, tria
 
 
 def test_comparison_overlays_every_value_and_writes_the_conclusion(curves, trials) -> None:
-    fig = figures.plot_comparison(curves, trials, PARAM, ORDER, conclusion="X won.")
+    fig = plot_comparison(curves, trials, PARAM, ORDER, conclusion="X won.")
     overlay = fig.axes[0]
     assert [ln.get_label() for ln in overlay.lines] == ORDER[:2]
     assert overlay.get_legend() is not None
@@ -109,7 +112,7 @@ def test_tables_show_every_layer_and_the_total() -> None:
             "params": [0, 80],
         }
     )
-    fig = figures.plot_tables({"filters=[8]": table}, "t")
+    fig = plot_tables({"filters=[8]": table}, "t")
     cells = fig.axes[0].tables[0].get_celld()
     texts = {cell.get_text().get_text() for cell in cells.values()}
     assert {"enc_s1_conv1", "28x28x8", "80", "total"} <= texts
@@ -118,7 +121,7 @@ def test_tables_show_every_layer_and_the_total() -> None:
 def test_pareto_marks_only_non_dominated_points() -> None:
     cost = pd.Series([1, 2, 3, 4])
     value = pd.Series([0.5, 0.3, 0.4, 0.1])
-    assert figures.pareto_mask(cost, value).tolist() == [True, True, False, True]
+    assert pareto_mask(cost, value).tolist() == [True, True, False, True]
 
 
 def test_history_and_intermediate_figures() -> None:
@@ -131,7 +134,7 @@ def test_history_and_intermediate_figures() -> None:
             "param_count": [10, 20, 30],
         }
     )
-    fig = figures.plot_history(trials, {"kernel_size": 0.7, "batch_size": 0.3})
+    fig = plot_history(trials, {"kernel_size": 0.7, "batch_size": 0.3})
     history, importances = fig.axes
     best = next(ln for ln in history.lines if ln.get_label() == "best so far")
     assert list(best.get_ydata()) == [0.3, 0.2]
@@ -144,14 +147,14 @@ def test_history_and_intermediate_figures() -> None:
             "state": ["complete", "complete", "pruned"],
         }
     )
-    ax = figures.plot_intermediate(inter).axes[0]
+    ax = plot_intermediate(inter).axes[0]
     assert any(ln.get_marker() == "x" and ln.get_ydata()[0] == 0.9 for ln in ax.lines)
 
 
 def test_sci_notation_for_small_values() -> None:
-    assert figures.sci(0.00813) == "8.13e-03"
-    assert figures.sci(12.5) == "12.5"
-    assert figures.sci(None) == "-"
+    assert sci(0.00813) == "8.13e-03"
+    assert sci(12.5) == "12.5"
+    assert sci(None) == "-"
 
 
 # --- a report from real stores -------------------------------------------------------------
@@ -164,15 +167,17 @@ class LoggingFake:
     def __init__(self, fail_kernel: int | None = None) -> None:
         self.fail_kernel = fail_kernel
 
-    def factory(self, space, profile, split, tracker, parent, run_params, progress):
+    def factory(self, ctx):
+        space, tracker, parent = ctx.space, ctx.tracker, ctx.parent_run_id
+
         def objective(trial: optuna.Trial) -> float:
-            config = profile.apply(space.config_for(space.suggest(trial)))
+            config = ctx.profile.apply(space.config_for(space.suggest(trial)))
             if config.kernel_size == self.fail_kernel:
                 raise RuntimeError("loss became nan at epoch 1")
             params = {
                 **{k: str(v) for k, v in config.to_dict().items()},
                 **trial.params,
-                **run_params,
+                **ctx.run_params,
             }
             with tracker.trial_run(parent, space.study, trial.number, params) as run:
                 trial.set_user_attr("mlflow_run_id", run.run_id)
@@ -204,11 +209,12 @@ class LoggingFake:
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory, idx_files) -> Path:
+    import sweep.run
     from sweep.data import find_source
     from sweep.profiles import get_profile
-    from sweep.space import load_space
+    from sweep.run import run_sweep
+    from sweep.space_file import load_space
     from sweep.storage import default_storage
-    from sweep.study import run_sweep
     from sweep.tracking import Tracker
 
     out = tmp_path_factory.mktemp("stores")
@@ -224,12 +230,12 @@ def stores(tmp_path_factory, idx_files) -> Path:
         "study: single\nbase: {filters: [4, 8]}\nparams: {kernel_size: {values: [3, 7]}}\n"
     )
     tracker = Tracker(f"sqlite:///{out / 'mlflow.db'}", artifact_root=out / "mlartifacts")
-    for name in ("kernel", "joint", "single"):
-        run_sweep(
-            load_space(out / f"{name}.yaml"), get_profile("quick"), find_source(files=idx_files),
-            default_storage(out), tracker, objective_factory=LoggingFake(fail_kernel=7).factory,
-            progress_stream=io.StringIO(),
-        )  # fmt: skip
+    source, storage = find_source(files=idx_files), default_storage(out)
+    with pytest.MonkeyPatch.context() as patch:  # the fixture is module-wide
+        patch.setattr(sweep.run, "make_objective", LoggingFake(fail_kernel=7).factory)
+        for name in ("kernel", "joint", "single"):
+            space = load_space(out / f"{name}.yaml")
+            run_sweep(space, get_profile("quick"), source, storage, tracker, isolate=False)
     return out
 
 
@@ -272,8 +278,8 @@ def test_report_on_an_empty_store_is_a_clear_error(tmp_path: Path, capsys) -> No
 
 
 def test_a_single_complete_trial_and_a_failed_one_get_notes(stores: Path) -> None:
-    from reports.build import summary_table
-    from reports.stores import load_study_data
+    from reports.sections import summary_table
+    from reports.studies import load_study_data
 
     study = load_study_data(
         f"sqlite:///{stores / 'optuna.db'}", f"sqlite:///{stores / 'mlflow.db'}", "single"
@@ -284,7 +290,7 @@ def test_a_single_complete_trial_and_a_failed_one_get_notes(stores: Path) -> Non
     text = one_factor_conclusion(study.trials, "kernel_size")
     assert "kernel_size = 3 reached the lowest val_loss" in text
     assert "the only value with a complete trial" in text and "Not compared: 1 failed" in text
-    fig = figures.plot_value_curves(
+    fig = plot_value_curves(
         study.curves, study.trials, "kernel_size", study.value_order["kernel_size"]
     )
     titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
@@ -306,7 +312,7 @@ def test_phase_curves_mark_the_phase_boundary() -> None:
             )
         ]
     )
-    fig = figures.plot_phase_curves(history, boundary=2)
+    fig = plot_phase_curves(history, boundary=2)
     loss_ax, acc_ax = fig.axes
     assert {ln.get_label() for ln in acc_ax.lines} >= {"accuracy", "val_accuracy"}
     boundary = [ln for ln in loss_ax.lines if list(ln.get_xdata()) == [2.5, 2.5]]
@@ -316,7 +322,7 @@ def test_phase_curves_mark_the_phase_boundary() -> None:
 
 def test_confusion_matrix_shows_every_count() -> None:
     matrix = pd.DataFrame([[5, 1], [2, 7]], index=["a", "b"], columns=["a", "b"])
-    ax = figures.plot_confusion_matrix(matrix).axes[0]
+    ax = plot_confusion_matrix(matrix).axes[0]
     assert sorted(t.get_text() for t in ax.texts) == ["1", "2", "5", "7"]
 
 
@@ -329,7 +335,7 @@ def test_architecture_table_shows_a_missing_parameter_count_as_a_dash() -> None:
             "params": [0, np.nan],
         }
     )
-    cells = figures.plot_tables({"k": table}, "t").axes[0].tables[0].get_celld()
+    cells = plot_tables({"k": table}, "t").axes[0].tables[0].get_celld()
     texts = [cell.get_text().get_text() for cell in cells.values()]
     assert "-" in texts and "0" in texts and "total" in texts
 
@@ -338,7 +344,7 @@ def test_a_wide_summary_table_is_shrunk_to_the_page() -> None:
     summary = pd.DataFrame(
         [{f"column {i}": "a fairly long value " * 2 for i in range(9)} for _ in range(3)]
     )
-    fig = figures.plot_summary_table(summary, "t")
+    fig = plot_summary_table(summary, "t")
     ax = fig.axes[0]
     renderer = fig.canvas.get_renderer()
     table = ax.tables[0].get_window_extent(renderer)
