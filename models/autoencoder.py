@@ -60,6 +60,8 @@ def dtype_policy(precision: str) -> str:
 
 
 def _conv_bn(x: keras.KerasTensor, filters: int, kernel: int, prefix: str, i: int, dtype: str):
+    """One Conv2D (ReLU, same padding) then its BatchNormalization, named `{prefix}_conv{i}`
+    and `{prefix}_bn{i}`."""
     x = layers.Conv2D(
         filters, kernel, padding="same", activation="relu", name=f"{prefix}_conv{i}", dtype=dtype
     )(x)

@@ -1,41 +1,50 @@
-"""The classifier stage: the best encoder, two training phases, one honest test evaluation."""
+"""The classifier stage: inputs checked against each other, two training phases on the
+encoder (sweep.encoder finds and loads it), one honest evaluation on the test file."""
 
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import time
-import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from models.config import ClassifierConfig
-from sweep.data import DataSource, Split, class_names, shift_and_flip, subset_and_split
+from sweep.data import (
+    DataSource,
+    Split,
+    class_names,
+    load_training,
+    shift_and_flip,
+    to_float_images,
+)
+from sweep.encoder import EncoderSource, load_encoder
 from sweep.errors import SweepError
 from sweep.profiles import Profile
-from sweep.storage import first_line
 from sweep.tf_env import import_keras_quietly
 
 keras = import_keras_quietly()
 
-from models.autoencoder import ENCODER_PREFIX, extract_encoder  # noqa: E402
 from models.classifier import build_classifier, set_phase  # noqa: E402
 from sweep.tf_env import use_xla  # noqa: E402
 
+log = logging.getLogger(__name__)
+
 EXPERIMENT = "classifier"
-
-
-@dataclass(frozen=True)
-class EncoderSource:
-    """Where the encoder comes from: a model file, and the MLflow run and trial behind it."""
-
-    path: Path
-    description: str
-    run_id: str | None = None
+EpochHook = Callable[[int, dict[str, float]], None]
+# (label, metric key) of the test metrics shown on the summary line
+SHOWN_METRICS = (
+    ("accuracy", "accuracy"),
+    ("precision", "precision_macro"),
+    ("recall", "recall_macro"),
+    ("F1", "f1_macro"),
+)
+EXAMPLES = 24
 
 
 @dataclass
@@ -47,103 +56,8 @@ class ClassifierResult:
     output: Path
 
 
-def best_autoencoder_trial(storage_url: str, study_name: str | None = None):
-    """(study, trial) with the lowest val_loss: in `study_name`, else in 'joint' if it exists,
-    else over every autoencoder study."""
-    import optuna
-
-    from sweep.storage import open_storage
-
-    storage = open_storage(storage_url)
-    names = optuna.get_all_study_names(storage)
-    if study_name is not None:
-        chosen = [study_name]
-    elif "joint" in names:
-        chosen = ["joint"]
-    else:
-        chosen = names
-    best = None
-    for name in chosen:
-        study = optuna.load_study(study_name=name, storage=storage)
-        if study.user_attrs.get("kind", "autoencoder") != "autoencoder":
-            continue
-        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-            if "mlflow_run_id" in trial.user_attrs and (
-                best is None or trial.value < best[1].value
-            ):
-                best = (name, trial)
-    return best
-
-
-def resolve_encoder(
-    spec: str | None, storage_url: str, tracker: Any, workdir: Path
-) -> EncoderSource:
-    """`spec`: a .keras file, a study name, an MLflow run id, or None for the best trial."""
-    if spec and spec.endswith(".keras"):
-        path = Path(spec)
-        if not path.is_file():
-            raise SweepError(f"--encoder-from {spec}: file not found")
-        return EncoderSource(path, f"file {path}")
-    import optuna
-
-    from sweep.storage import open_storage
-
-    studies = set(optuna.get_all_study_names(open_storage(storage_url)))
-    if spec is None or spec in studies:
-        found = best_autoencoder_trial(storage_url, spec)
-        if found is None:
-            raise SweepError(
-                "no complete autoencoder trial to take an encoder from; run a sweep first "
-                "(make sweep-filters) or pass --encoder-from PATH.keras"
-            )
-        name, trial = found
-        run_id = trial.user_attrs["mlflow_run_id"]
-        description = f"study {name}, trial {trial.number} (val_loss {trial.value:.5f})"
-    else:
-        run_id, description = spec, f"MLflow run {spec}"
-    try:
-        path = Path(tracker.client.download_artifacts(run_id, "model.keras", str(workdir)))
-    except Exception as exc:  # noqa: BLE001 - unknown run, missing artifact, unreachable server
-        raise SweepError(
-            f"--encoder-from {spec or 'best trial'}: cannot fetch model.keras of run {run_id} "
-            f"({type(exc).__name__}); pass a study name, a run id or a .keras file"
-        ) from None
-    return EncoderSource(path, description, run_id)
-
-
-def load_encoder(source: EncoderSource, input_shape: tuple[int, ...]) -> keras.Model:
-    """The encoder cut out of the autoencoder in `source`, for images of `input_shape`; any
-    other file (not Keras, not this project's, another image size) is a one-line SweepError."""
-    where = f"the encoder ({source.description})"
-    if not zipfile.is_zipfile(source.path):
-        raise SweepError(
-            f"{where} is not a Keras file (a .keras file is a zip archive); pass --encoder-from "
-            "the model.keras of an autoencoder trial"
-        )
-    try:
-        model = keras.models.load_model(source.path, compile=False)
-    except Exception as exc:  # noqa: BLE001 - a foreign archive fails in many ways
-        raise SweepError(
-            f"{where} is not a Keras model this project can load "
-            f"({type(exc).__name__}: {first_line(exc)}); pass --encoder-from the model.keras of "
-            "an autoencoder trial"
-        ) from None
-    try:
-        encoder = extract_encoder(model)
-    except ValueError:
-        raise SweepError(
-            f"{where} is a Keras model without the encoder layers ({ENCODER_PREFIX}*); pass "
-            "--encoder-from an autoencoder saved by this project, not a classifier or other model"
-        ) from None
-    if tuple(encoder.input_shape[1:]) != tuple(input_shape):
-        raise SweepError(
-            f"{where} takes images of {tuple(encoder.input_shape[1:])} but the data has "
-            f"{tuple(input_shape)}; pass an encoder trained on images of this size"
-        )
-    return encoder
-
-
 def check_labels(labels: np.ndarray, n_classes: int, what: str) -> None:
+    """Every label in 0..n_classes-1, the classes the training labels define."""
     bad = labels[(labels < 0) | (labels >= n_classes)]
     if bad.size:
         raise SweepError(
@@ -177,12 +91,15 @@ def check_inputs(
 
 
 class _EpochLog(keras.callbacks.Callback):
-    """Logs every metric per epoch to MLflow, steps continuing across phases."""
+    """Logs every metric per epoch to MLflow, steps continuing across phases, and one progress
+    line; then calls `on_epoch(step, values)`, which may raise to stop the fit (pruning)."""
 
-    def __init__(self, run: Any, phase: int, offset: int, rows: list, say, hook=None) -> None:
+    def __init__(
+        self, run: Any, phase: int, offset: int, rows: list, on_epoch: EpochHook | None = None
+    ) -> None:
         super().__init__()
-        self.run, self.phase, self.offset, self.rows, self.say = run, phase, offset, rows, say
-        self.hook = hook
+        self.run, self.phase, self.offset, self.rows = run, phase, offset, rows
+        self.on_epoch = on_epoch
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         step = self.offset + epoch + 1
@@ -193,13 +110,13 @@ class _EpochLog(keras.callbacks.Callback):
         self.rows.extend(
             {"epoch": step, "metric": k, "value": v, "phase": self.phase} for k, v in values.items()
         )
-        self.say(
+        log.info(
             f"    phase {self.phase} epoch {step:>3}  loss {values['loss']:.4f}  "
             f"acc {values['accuracy']:.4f}  val_loss {values['val_loss']:.4f}  "
             f"val_acc {values['val_accuracy']:.4f}  lr {values['learning_rate']:.2g}"
         )
-        if self.hook is not None:
-            self.hook(step, values)
+        if self.on_epoch is not None:
+            self.on_epoch(step, values)
 
 
 @dataclass
@@ -275,11 +192,23 @@ def phase_callbacks(phase: int, config: ClassifierConfig) -> list:
     return callbacks
 
 
+def _training_inputs(
+    prepared: Prepared, config: ClassifierConfig, y_train: np.ndarray, phase: int
+) -> dict[str, Any]:
+    """The training arguments of `fit`: the arrays, or augmented batches seeded per phase."""
+    data = prepared.data
+    if config.augment == "none":
+        return {"x": data.x_train, "y": y_train, "batch_size": config.batch_size}
+    seed = prepared.seed + phase
+    return {"x": AugmentedBatches(data.x_train, y_train, config.batch_size, config.augment, seed)}
+
+
 def train_two_phases(
-    prepared: Prepared, config: ClassifierConfig, run: Any, say, hook=None
+    prepared: Prepared, config: ClassifierConfig, run: Any, on_epoch: EpochHook | None = None
 ) -> tuple[pd.DataFrame, int, float]:
     """Phase 1 with the encoder frozen, phase 2 fine-tuning every layer (see phase_callbacks).
-    Returns the per-epoch rows, the last epoch of phase 1 and the training time."""
+    `on_epoch(step, values)` runs after every epoch and may raise to stop (pruning). Returns
+    the per-epoch rows, the last epoch of phase 1 and the training time."""
     data, model = prepared.data, prepared.model
     y_train = keras.utils.to_categorical(data.y_train, prepared.n_classes)
     y_val = keras.utils.to_categorical(data.y_val, prepared.n_classes)
@@ -288,36 +217,24 @@ def train_two_phases(
     start = time.perf_counter()
     for phase in (1, 2):
         set_phase(model, phase, config, jit_compile=use_xla())
-        say(f"  phase {phase}: {'encoder frozen' if phase == 1 else 'fine-tuning every layer'}")
-        callbacks = phase_callbacks(phase, config)
-        if config.augment == "none":
-            train = {"x": data.x_train, "y": y_train, "batch_size": config.batch_size}
-        else:
-            batches = AugmentedBatches(
-                data.x_train, y_train, config.batch_size, config.augment, prepared.seed + phase
-            )
-            train = {"x": batches}
+        log.info(
+            f"  phase {phase}: {'encoder frozen' if phase == 1 else 'fine-tuning every layer'}"
+        )
         history = model.fit(
-            **train,
+            **_training_inputs(prepared, config, y_train, phase),
             validation_data=(data.x_val, y_val),
             epochs=prepared.epochs if phase == 2 else config.frozen_epochs or prepared.epochs,
             verbose=0,
-            callbacks=[*callbacks, _EpochLog(run, phase, offset, rows, say, hook)],
+            callbacks=[
+                *phase_callbacks(phase, config),
+                _EpochLog(run, phase, offset, rows, on_epoch),
+            ],
         )
         if phase == 1:
             boundary = offset = len(history.history["loss"])
     seconds = time.perf_counter() - start
     run.log_results({"train_seconds": seconds, "phase_boundary": boundary})
     return pd.DataFrame(rows), boundary, seconds
-
-
-def load_training(source: DataSource, profile: Profile, seed: int) -> tuple[Split, int]:
-    """The seeded train/validation split of the training file and the number of classes."""
-    images, labels = source.training()
-    split = subset_and_split(
-        images, labels, subset=profile.subset, val_fraction=profile.val_fraction, seed=seed
-    )
-    return split, int(labels.max()) + 1
 
 
 def run_classifier(
@@ -329,15 +246,9 @@ def run_classifier(
     output: Path,
     *,
     seed: int = 0,
-    stream: TextIO | None = None,
 ) -> ClassifierResult:
     """Every input checked, then phase 1 (frozen encoder), phase 2 (fine-tuning) and one
     evaluation on the test file (read before training only to be checked)."""
-    stream = stream or sys.stdout
-
-    def say(text: str) -> None:
-        print(text, file=stream, flush=True)
-
     split, n_classes = load_training(source, profile, seed)
     x_test, y_test = source.test()
     prepared = prepare(config, profile, split, n_classes, encoder_source, seed, (x_test, y_test))
@@ -354,43 +265,49 @@ def run_classifier(
         "encoder": encoder_source.description,
     }
     tags = {"sweep.encoder_run_id": encoder_source.run_id or "", "sweep.role": "classifier"}
-    say(
+    log.info(
         f"Classifier on {source.name} ({len(data.x_train)} train / {len(data.x_val)} validation "
         f"images, {n_classes} classes), encoder from {encoder_source.description}"
     )
     with tracker.run(EXPERIMENT, "classifier", params, tags) as run:
-        history, boundary, _ = train_two_phases(prepared, config, run, say)
+        history, boundary, _ = train_two_phases(prepared, config, run)
         metrics, folder = _evaluate(
             prepared.model, x_test, y_test, n_classes, source.name, run, output
         )
         run.log_results(metrics)
         run.log_model(prepared.model, "classifier.keras")
-        shown = "  ".join(
-            f"{name} {metrics['test_' + key]:.4f}"
-            for name, key in (
-                ("accuracy", "accuracy"),
-                ("precision", "precision_macro"),
-                ("recall", "recall_macro"),
-                ("F1", "f1_macro"),
-            )
-        )
-        say(f"Test ({len(x_test)} images, evaluated once): {shown}\nFigures and tables: {folder}")
+        shown = "  ".join(f"{name} {metrics['test_' + key]:.4f}" for name, key in SHOWN_METRICS)
+        log.info(f"Test ({len(x_test)} images, evaluated once): {shown}")
+        log.info(f"Figures and tables: {folder}")
         return ClassifierResult(run.run_id, metrics, history, boundary, folder)
 
 
 def _evaluate(
     model, images: np.ndarray, labels: np.ndarray, n_classes: int, dataset: str, run, output: Path
-):
-    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
-
-    from reports.figures import plot_confusion_matrix, plot_examples
-    from sweep.data import to_float_images
-
+) -> tuple[dict[str, float], Path]:
+    """Predict the test images once; write and log the metrics, tables and figures."""
     x = to_float_images(images)
     predicted = model.predict(x, batch_size=1024, verbose=0).argmax(axis=1)
     names = class_names(dataset, n_classes)
+    folder = output / "classifier" / run.run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    metrics, matrix = _write_tables(labels, predicted, names, folder)
+    _save_figures(x, labels, predicted, names, matrix, folder)
+    for path in sorted(folder.iterdir()):
+        run.log_file(path, "evaluation")
+    return metrics, folder
+
+
+def _write_tables(
+    labels: np.ndarray, predicted: np.ndarray, names: list[str], folder: Path
+) -> tuple[dict[str, float], pd.DataFrame]:
+    """Test metrics (macro and per class), the per-class table and the confusion matrix,
+    written to `folder`; returns the metrics and the matrix."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+    classes = list(range(len(names)))
     precision, recall, f1, support = precision_recall_fscore_support(
-        labels, predicted, labels=list(range(n_classes)), zero_division=0
+        labels, predicted, labels=classes, zero_division=0
     )
     metrics = {
         "test_accuracy": float(accuracy_score(labels, predicted)),
@@ -398,55 +315,45 @@ def _evaluate(
         "test_recall_macro": float(recall.mean()),
         "test_f1_macro": float(f1.mean()),
     }
-    for i in range(n_classes):
-        metrics.update({f"test_precision_class_{i}": float(precision[i]),
-                        f"test_recall_class_{i}": float(recall[i]),
-                        f"test_f1_class_{i}": float(f1[i])})  # fmt: skip
-    folder = output / "classifier" / run.run_id
-    folder.mkdir(parents=True, exist_ok=True)
+    for i in classes:
+        for name, values in (("precision", precision), ("recall", recall), ("f1", f1)):
+            metrics[f"test_{name}_class_{i}"] = float(values[i])
     per_class = pd.DataFrame(
         {"class": names, "precision": precision, "recall": recall, "f1": f1, "support": support}
     )
     matrix = pd.DataFrame(
-        confusion_matrix(labels, predicted, labels=list(range(n_classes))),
-        index=names,
-        columns=names,
+        confusion_matrix(labels, predicted, labels=classes), index=names, columns=names
     )
     per_class.to_csv(folder / "per_class.csv", index=False)
     matrix.to_csv(folder / "confusion_matrix.csv")
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    rng = np.random.default_rng(0)
-    right, wrong = np.flatnonzero(predicted == labels), np.flatnonzero(predicted != labels)
-    figures = {
-        "confusion_matrix.png": plot_confusion_matrix(matrix),
-        "correct.png": _examples(
-            plot_examples,
-            x,
-            labels,
-            predicted,
-            names,
-            rng,
-            right,
-            "Correctly classified test images",
-        ),
-        "incorrect.png": _examples(
-            plot_examples, x, labels, predicted, names, rng, wrong, "Misclassified test images"
-        ),
-    }
+    return metrics, matrix
+
+
+def _save_figures(
+    x: np.ndarray,
+    labels: np.ndarray,
+    predicted: np.ndarray,
+    names: list[str],
+    matrix: pd.DataFrame,
+    folder: Path,
+) -> None:
+    """The confusion matrix and sampled correct and misclassified test images, as PNGs."""
     import matplotlib.pyplot as plt
 
+    from reports.figures import plot_confusion_matrix, plot_examples
+
+    rng = np.random.default_rng(0)
+    figures = {"confusion_matrix.png": plot_confusion_matrix(matrix)}
+    for name, chosen, title in (
+        ("correct.png", predicted == labels, "Correctly classified test images"),
+        ("incorrect.png", predicted != labels, "Misclassified test images"),
+    ):
+        indices = np.flatnonzero(chosen)
+        if len(indices):
+            indices = rng.choice(indices, size=min(EXAMPLES, len(indices)), replace=False)
+        shown = [names[i] for i in labels[indices]], [names[i] for i in predicted[indices]]
+        figures[name] = plot_examples(x[indices], *shown, title)
     for name, fig in figures.items():
         fig.savefig(folder / name, dpi=110)
         plt.close(fig)
-    for path in sorted(folder.iterdir()):
-        run.log_file(path, "evaluation")
-    return metrics, folder
-
-
-def _examples(plot, x, labels, predicted, names, rng, indices, title):
-    chosen = (
-        rng.choice(indices, size=min(24, len(indices)), replace=False) if len(indices) else indices
-    )
-    return plot(
-        x[chosen], [names[i] for i in labels[chosen]], [names[i] for i in predicted[chosen]], title
-    )

@@ -82,7 +82,7 @@ def classify(out: Path, files, *extra: str) -> int:
             "units=8",
             "batch_size=32",
             *extra,
-        ]  # fmt: skip
+        ]
     )
 
 
@@ -201,7 +201,7 @@ def test_three_classes_come_from_the_labels(tmp_path: Path, encoder_file: Path) 
 def test_bad_inputs_are_one_line_errors(
     tmp_path: Path, encoder_file: Path, case: str, capsys
 ) -> None:
-    from sweep.data import write_idx
+    from sweep.idx import write_idx
 
     files = write_dataset(tmp_path / "data", 60, 20)
     extra = ["--encoder-from", str(encoder_file)]
@@ -310,6 +310,5 @@ def test_augmented_batches_shift_and_mirror_each_image_and_reshuffle() -> None:
 def test_the_classifier_holds_no_augmentation_layers() -> None:
     encoder = extract_encoder(build_autoencoder(AutoencoderConfig(filters=(2, 4))))
     model = build_classifier(encoder, ClassifierConfig(augment="shift_flip"), n_classes=3)
-    assert [layer.name for layer in model.layers] == [
-        "image", "encoder", "flatten", "dense", "classes",
-    ]  # fmt: skip
+    names = [layer.name for layer in model.layers]
+    assert names == ["image", "encoder", "flatten", "dense", "classes"]

@@ -8,17 +8,9 @@ import pytest
 
 from sweep import data
 from sweep.cli import main
-from sweep.data import (
-    IdxError,
-    IdxFiles,
-    find_source,
-    read_idx,
-    read_images,
-    read_labels,
-    subset_and_split,
-    write_idx,
-)
+from sweep.data import IdxFiles, find_source, subset_and_split
 from sweep.errors import SweepError
+from sweep.idx import IdxError, read_idx, read_images, read_labels, write_idx
 from tests.conftest import idx_options, make_images, write_dataset
 
 

@@ -11,7 +11,8 @@ import pytest
 from mlflow import MlflowClient
 
 from sweep.cli import main
-from sweep.data import IdxFiles, write_idx
+from sweep.data import IdxFiles
+from sweep.idx import write_idx
 from sweep.tf_env import import_keras_quietly
 from tests.conftest import idx_options, make_images, write_dataset
 
@@ -186,8 +187,9 @@ def test_config_beyond_the_data_is_refused_before_training(
 def test_good_inputs_pass_the_checks_and_give_the_trimmed_split_and_encoder(
     tmp_path: Path, encoders: dict[str, Path]
 ) -> None:
-    from sweep.classify import EncoderSource, check_inputs, load_training
-    from sweep.data import find_source
+    from sweep.classify import check_inputs
+    from sweep.data import find_source, load_training
+    from sweep.encoder import EncoderSource
     from sweep.profiles import get_profile
 
     source = find_source(files=write_dataset(tmp_path / "data", 60, 20))

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sweep import data
+from sweep import data, idx
 from sweep.cli import main
-from sweep.data import IdxError, find_source, read_idx, read_images, read_labels, subset_and_split
+from sweep.data import find_source, subset_and_split
+from sweep.idx import IdxError, read_idx, read_images, read_labels
 from tests.conftest import ROOT, idx_options, make_images, write_dataset
 
 FF = 0xFFFFFFFF
@@ -116,7 +117,7 @@ def test_permission_denied_is_one_line(tmp_path: Path, monkeypatch) -> None:
 
     locked = tmp_path / "locked"
     locked.write_bytes(bytes(16))
-    monkeypatch.setattr(data, "open", denied, raising=False)
+    monkeypatch.setattr(idx, "open", denied, raising=False)
     with pytest.raises(IdxError, match="locked: permission denied; make the file readable"):
         read_images(locked)
 
@@ -158,8 +159,8 @@ def test_non_square_images_read_and_report_rows_x_cols(tmp_path: Path) -> None:
 def small_dataset(tmp_path: Path, n_train: int) -> data.IdxFiles:
     files = write_dataset(tmp_path / "d", 2, 5)
     images, labels = make_images(n_train)
-    data.write_idx(files.train_images, images)
-    data.write_idx(files.train_labels, labels)
+    idx.write_idx(files.train_images, images)
+    idx.write_idx(files.train_labels, labels)
     return files
 
 
@@ -193,7 +194,7 @@ def test_two_images_split_one_and_one() -> None:
 
 BOMB_CHECK = """
 import resource, sys
-from sweep.data import IdxError, read_images
+from sweep.idx import IdxError, read_images
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:
     read_images(sys.argv[1])
