@@ -49,40 +49,41 @@ class Config:
     @classmethod
     def from_dict(cls, values: dict[str, Any]):
         """Build a config from plain (YAML) values, normalising and checking each key."""
-        cls._check_keys(values, f"; valid keys: {', '.join(cls.field_names())}")
-        return cls().replace(**values)
-
-    @classmethod
-    def _check_keys(cls, keys: Any, hint: str = "") -> None:
-        """Raise ConfigError naming the first key (of any type) that is not a field."""
-        fields = cls.field_names()
-        unknown = [key for key in keys if not isinstance(key, str) or key not in fields]
-        if unknown:
-            raise ConfigError(f"unknown key {short(unknown[0])}{hint}")
+        return cls().with_normalised(**cls.normalise(values))
 
     @classmethod
     def normalise(cls, changes: dict[str, Any]) -> dict[str, Any]:
-        """Each value normalised and checked on its own (not against the other keys)."""
-        cls._check_keys(changes)
+        """Each value normalised and checked on its own (not against the other keys): the one
+        place a user's value is checked. Raises ConfigError naming the first bad key."""
+        fields = cls.field_names()
+        unknown = [key for key in changes if not isinstance(key, str) or key not in fields]
+        if unknown:
+            raise ConfigError(f"unknown key {short(unknown[0])}; valid keys: {', '.join(fields)}")
         return {key: cls._normalisers[key](key, value) for key, value in changes.items()}
 
     def replace(self, **changes: Any):
-        """A copy with `changes` applied, each value normalised and checked."""
-        return dataclasses.replace(self, **self.normalise(changes))  # type: ignore[type-var]
+        """A copy with `changes` (a user's values) applied, each normalised and checked."""
+        return self.with_normalised(**self.normalise(changes))
+
+    def with_normalised(self, **values: Any):
+        """A copy with `values` that `normalise` returned before (or the project's own): only
+        the keys checked together are checked (in __post_init__), the others not again."""
+        return dataclasses.replace(self, **values)  # type: ignore[type-var]
 
     def check_images(self, rows: int, cols: int) -> None:
         """Raise ConfigError if this config cannot take `rows` x `cols` images (once known)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (lists, not tuples), suitable for YAML, JSON and MLflow params."""
-        return _plain(dataclasses.asdict(self))  # type: ignore[call-overload]
+        return plain(dataclasses.asdict(self))  # type: ignore[call-overload]
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """Lists for tuples and plain dicts, all the way down: what YAML and JSON write."""
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 

@@ -21,18 +21,19 @@ class Profile:
 
     def apply(self, config: AutoencoderConfig) -> AutoencoderConfig:
         """Fill the config's unset epochs and patience with this profile's, and settle an
-        autoencoder's "auto" precision: the profile's, else the fastest for this machine."""
-        filled = config.replace(
+        autoencoder's "auto" precision: the profile's, else the fastest for this machine.
+        These are the project's own values, so they are not checked again."""
+        filled = config.with_normalised(
             epochs=config.epochs if config.epochs is not None else self.epochs,
             patience=config.patience if config.patience is not None else self.patience,
         )
         if getattr(filled, "precision", None) != "auto":
             return filled
         if self.precision != "auto":
-            return filled.replace(precision=self.precision)
+            return filled.with_normalised(precision=self.precision)
         from sweep.tf_env import default_precision
 
-        return filled.replace(precision=default_precision())
+        return filled.with_normalised(precision=default_precision())
 
 
 PROFILES = {

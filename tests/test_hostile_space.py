@@ -10,7 +10,8 @@ import pytest
 
 from models.config import AutoencoderConfig, ConfigError, check_depth
 from sweep.errors import SweepError
-from sweep.space import SpaceError, apply_overrides, load_space, parse_overrides
+from sweep.space import SpaceError
+from sweep.space_file import apply_overrides, load_space, parse_overrides
 from tests.conftest import SPACES
 
 P = "params: {kernel_size: {values: [3]}}\n"

@@ -10,13 +10,9 @@ import pytest
 
 from models.config import AutoencoderConfig
 from sweep.errors import SweepError
-from sweep.space import (
-    SpaceError,
-    apply_overrides,
-    format_value,
-    load_space,
-    parse_overrides,
-)
+from sweep.space import SpaceError, format_value
+from sweep.space_file import apply_overrides, load_space, parse_overrides
+from sweep.space_source import shipped_spaces
 from tests.conftest import SPACES
 
 SHIPPED = sorted(SPACES.glob("*.yaml"))
@@ -34,6 +30,7 @@ base:
   filters: [8, 16, 32]
   pool_blocks: 2
 """
+P = "params: {kernel_size: {values: [3, 5]}}\n"
 
 
 def test_all_six_spaces_are_shipped() -> None:
@@ -169,6 +166,12 @@ def test_format_value_is_readable_and_stable() -> None:
             BASE + "params: {learning_rate: {low: 1.0e-4, high: 0.01}}\n",
             "params.learning_rate",
             "grid sampler needs a list",
+        ),
+        (
+            BASE
+            + "params: {kernel_size: {low: 1, high: 7, step: 2.0}}\nsampler: tpe\nn_trials: 3\n",
+            "params.kernel_size",
+            "positive integer, got 1.0",  # Optuna would suggest floats: refused at load
         ),
         (
             BASE + "params: {learning_rate: {low: 1.0e-4}}\nsampler: tpe\nn_trials: 3\n",
@@ -326,9 +329,17 @@ def test_range_candidates_are_both_ends() -> None:
     ("text", "value"), [("1e-3", 1e-3), ("3E-4", 3e-4), ("1.0e-2", 1e-2), ("2", 2), ("1.5", 1.5)]
 )
 def test_numbers_in_scientific_notation_are_floats(text: str, value) -> None:
-    from sweep.space import load_yaml
+    from sweep.safe_yaml import load_yaml
 
     assert load_yaml(text) == value and type(load_yaml(text)) is type(value)
+
+
+PRUNER_OPTIONS = {
+    "median": "n_warmup_steps: 1",
+    "successive_halving": "min_resource: 1",
+    "hyperband": "min_resource: 1",
+    "none": "",
+}
 
 
 @pytest.mark.parametrize(
@@ -341,11 +352,41 @@ def test_numbers_in_scientific_notation_are_floats(text: str, value) -> None:
     ],
 )
 def test_each_pruner_name_builds_optunas_class_with_its_options(tmp_path: Path, pruner, cls):
-    options = {"median": "n_warmup_steps: 1", "successive_halving": "min_resource: 1",
-               "hyperband": "min_resource: 1", "none": ""}[pruner]  # fmt: skip
+    options = PRUNER_OPTIONS[pruner]
     text = BASE + "params: {kernel_size: {values: [3, 5]}}\n"
     text += f"pruner: {{name: {pruner}{', ' + options if options else ''}}}\n"
     space = load_space(write(tmp_path, text))
     assert type(space.make_pruner()) is cls
     if pruner == "successive_halving":
         assert space.make_pruner()._min_resource == 1
+
+
+def test_a_bare_name_is_the_shipped_space(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./search_spaces here
+    space = load_space("filters")
+    assert space.study == "filters" and space.path == shipped_spaces()["filters"]
+    assert space.path.read_text() == (SPACES / "filters.yaml").read_text()
+
+
+def test_an_existing_path_then_the_local_folder_win_over_the_shipped_space(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "search_spaces").mkdir()
+    (tmp_path / "search_spaces" / "filters.yaml").write_text(
+        BASE.replace("study: s", "study: mine") + P
+    )
+    space = load_space("filters")
+    assert (space.study, space.path) == ("mine", Path("search_spaces/filters.yaml"))
+    (tmp_path / "filters").write_text(BASE + P)
+    assert (load_space("filters").study, load_space("filters").path) == ("s", Path("filters"))
+
+
+def test_an_unknown_name_lists_the_shipped_spaces(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SpaceError) as info:
+        load_space("filtres")
+    message = str(info.value)
+    assert message.startswith("filtres: no such file") and "\n" not in message
+    assert "shipped spaces: batch, classifier, depth, filters, joint, kernel, lr" in message
+    assert set(shipped_spaces()) == {p.stem for p in SHIPPED}
