@@ -4,18 +4,19 @@ each on a loopback port until Ctrl-C. Only the standard library is imported up f
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Callable
 from typing import Any
 
 from sweep.errors import SweepError
+from sweep.services import wait_until_serving
 
+log = logging.getLogger(__name__)
 STARTUP_SECONDS = 180
 
 
@@ -33,11 +34,11 @@ def free_port(host: str, port: int, tries: int = 20) -> int:
     raise SweepError(f"ports {port}-{port + tries - 1} on {host} are busy; pass --port N")
 
 
-def pick_port(host: str, port: int, say: Callable[[str], None]) -> int:
+def pick_port(host: str, port: int) -> int:
     """A free port from `port` on, saying so when `port` itself is busy."""
     chosen = free_port(host, port)
     if chosen != port:
-        say(f"Port {port} on {host} is busy; using {chosen}.")
+        log.info("Port %s on %s is busy; using %s.", port, host, chosen)
     return chosen
 
 
@@ -45,46 +46,35 @@ def mlflow_ui_command(uri: str, artifacts: str, host: str, port: int) -> list[st
     """`mlflow ui` over the store with one worker: one user browses, and the machine may be
     training at the same time."""
     return [
-        sys.executable, "-m", "mlflow", "ui",
-        "--backend-store-uri", uri,
-        "--default-artifact-root", artifacts,
-        "--host", host,
-        "--port", str(port),
-        "--workers", "1",
-    ]  # fmt: skip
+        *(sys.executable, "-m", "mlflow", "ui"),
+        *("--backend-store-uri", uri),
+        *("--default-artifact-root", artifacts),
+        *("--host", host),
+        *("--port", str(port)),
+        *("--workers", "1"),
+    ]
 
 
-def run_mlflow_ui(command: list[str], base_url: str, say: Callable[[str], None]) -> None:
+def run_mlflow_ui(command: list[str], base_url: str) -> None:
     """Run `mlflow ui` in its own process group until it exits or Ctrl-C; say where to open it
     once it answers. On Ctrl-C stop the whole group (server and worker) and re-raise."""
     # Job execution (GenAI evaluation jobs) starts another process; browsing runs needs none.
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
     process = subprocess.Popen(command, env=env, start_new_session=True)
     try:
-        if not _wait_until_serving(process, f"{base_url}/health"):
+        health = f"{base_url}/health"
+        if not wait_until_serving(process, health, STARTUP_SECONDS):
+            if process.poll() is None:
+                raise SweepError(
+                    f"the MLflow UI did not answer {health} within {STARTUP_SECONDS} s"
+                )
             raise SweepError(f"the MLflow UI exited with code {process.returncode}; see above")
-        say(f"Open {base_url}/#/experiments?workflowType=machine_learning  (Ctrl-C stops it)")
+        log.info("Open %s/#/experiments?workflowType=machine_learning  (Ctrl-C stops it)", base_url)
         code = process.wait()
         if code != 0:
             raise SweepError(f"the MLflow UI exited with code {code}; see above")
     finally:
         stop_group(process)
-
-
-def _wait_until_serving(process: subprocess.Popen, url: str) -> bool:
-    """True once `url` answers 200; False if the process exits first."""
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return False
-        try:
-            with urllib.request.urlopen(url, timeout=2) as reply:
-                if reply.status == 200:
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise SweepError(f"the MLflow UI did not answer {url} within {STARTUP_SECONDS} s")
 
 
 def stop_group(process: subprocess.Popen, grace: float = 10.0) -> None:

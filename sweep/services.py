@@ -30,6 +30,7 @@ USER = "sweep"
 DATABASES = ("optuna", "mlflow")
 PG_PORT = 5433
 MLFLOW_PORT = 5001
+MLFLOW_STARTUP_SECONDS = 120
 
 
 @dataclass(frozen=True)
@@ -177,9 +178,14 @@ def start_postgres(folder: Path, port: int, secret: str) -> None:
     import psycopg
 
     with psycopg.connect(
-        host="127.0.0.1", port=port, user=USER, password=secret, dbname="postgres",
-        autocommit=True, connect_timeout=10,
-    ) as conn:  # fmt: skip
+        host="127.0.0.1",
+        port=port,
+        user=USER,
+        password=secret,
+        dbname="postgres",
+        autocommit=True,
+        connect_timeout=10,
+    ) as conn:
         existing = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
         for name in DATABASES:
             if name not in existing:
@@ -208,18 +214,30 @@ def start_mlflow(services: Services, secret: str) -> int:
     process = subprocess.Popen(
         command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
     )
-    deadline = time.monotonic() + 120
+    if wait_until_serving(process, f"{services.tracking_uri}/health", MLFLOW_STARTUP_SECONDS):
+        return process.pid
+    if process.poll() is not None:
+        raise SweepError(f"mlflow server exited; see {folder / 'mlflow.log'}")
+    raise SweepError(
+        f"mlflow server did not answer in {MLFLOW_STARTUP_SECONDS} s; see {folder / 'mlflow.log'}"
+    )
+
+
+def wait_until_serving(process: subprocess.Popen, url: str, seconds: float) -> bool:
+    """True once `url` answers 200 within `seconds`; False if `process` exits first or the
+    time runs out (then `process` still runs)."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SweepError(f"mlflow server exited; see {folder / 'mlflow.log'}")
+            return False
         try:
-            with urllib.request.urlopen(f"{services.tracking_uri}/health", timeout=2) as reply:
+            with urllib.request.urlopen(url, timeout=2) as reply:
                 if reply.status == 200:
-                    return process.pid
+                    return True
         except OSError:
             pass
         time.sleep(0.5)
-    raise SweepError(f"mlflow server did not answer in 120 s; see {folder / 'mlflow.log'}")
+    return False
 
 
 def start(folder: Path, pg_port: int = PG_PORT, mlflow_port: int = MLFLOW_PORT) -> Services:

@@ -14,6 +14,8 @@ import signal
 from types import FrameType
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+EXIT_TERMINATED = 128 + signal.SIGTERM
 _ignored: list[int] = []  # the signal this process ignored while cleaning up, if any
 
 
@@ -24,6 +26,12 @@ class Terminated(KeyboardInterrupt):
 def stop_reason(exc: BaseException) -> str:
     """How the stores record a trial stopped by `exc`."""
     return "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"
+
+
+def exit_code(exc: KeyboardInterrupt) -> int:
+    """The exit code of a command stopped by `exc`: 130 for Ctrl-C, 143 for SIGTERM, as a
+    shell reports a process ended by the signal itself."""
+    return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
 
 
 def stop_on_signals() -> None:

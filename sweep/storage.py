@@ -7,7 +7,6 @@ import fcntl
 import hashlib
 import os
 import re
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
@@ -20,6 +19,7 @@ from sweep.errors import SweepError
 
 if TYPE_CHECKING:
     import optuna
+    from sqlalchemy.engine import Engine
 
 # A trial whose worker sent no heartbeat for GRACE_FACTOR heartbeats is failed and retried
 # (generous: compiling a model can hold Python's GIL, and so the heartbeat, for seconds).
@@ -60,8 +60,18 @@ MLFLOW = Role(
 )
 
 
+def default_url(output: Path, role: Role) -> str:
+    """The store of `role` in the output folder: a SQLite file."""
+    return f"sqlite:///{(output / role.filename).resolve()}"
+
+
 def default_storage(output: Path) -> str:
-    return f"sqlite:///{(output / 'optuna.db').resolve()}"
+    return default_url(output, OPTUNA)
+
+
+def is_server(uri: str) -> bool:
+    """Whether `uri` names a tracking server (http or https), not a database."""
+    return uri.startswith(("http://", "https://"))
 
 
 def add_secret(value: str | None) -> None:
@@ -185,14 +195,20 @@ def _is_new_file(path: Path, url: str, role: Role) -> bool:
     return False
 
 
-@contextmanager
-def connect(url: str) -> Iterator:
-    """A short-lived connection (no pool) to the database of `url`, for a quick look."""
+def quick_engine(url: str) -> Engine:
+    """An engine without a pool (each connection closed when done) that gives up on an
+    unreachable server within seconds."""
     import sqlalchemy
     from sqlalchemy.pool import NullPool
 
     kwargs = _engine_kwargs(url).get("connect_args", {})
-    engine = sqlalchemy.create_engine(database_url(url), poolclass=NullPool, connect_args=kwargs)
+    return sqlalchemy.create_engine(database_url(url), poolclass=NullPool, connect_args=kwargs)
+
+
+@contextmanager
+def connect(url: str) -> Iterator:
+    """A short-lived connection to the database of `url`, for a quick look."""
+    engine = quick_engine(url)
     try:
         with engine.connect() as conn:
             yield conn
@@ -238,21 +254,31 @@ def cannot_open(url: str, role: Role, exc: BaseException) -> SweepError:
 
 
 @contextmanager
-def first_open(url: str, role: Role) -> Iterator[frozenset[str]]:
+def store_errors(url: str, role: Role) -> Iterator[None]:
+    """An error of the driver, the server or the tool raised inside (they vary; all mean the
+    store cannot be used) becomes the one-line `cannot_open` error; a SweepError passes."""
+    try:
+        yield
+    except SweepError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise cannot_open(url, role, exc) from None
+
+
+@contextmanager
+def first_open(url: str, role: Role, *, lock: bool = True) -> Iterator[frozenset[str]]:
     """Check the store of `url` and hold its init lock while the caller opens it (creating or
     migrating its schema): two first runs must not migrate one store at once. Yields its
-    tables (empty for a new store), after refusing a store that belongs to another tool."""
+    tables (empty for a new store), after refusing a store that belongs to another tool.
+    Readers, which create and migrate nothing, pass `lock=False`."""
     add_url_secret(url)
     path = sqlite_file(url, role)
     with ExitStack() as stack:
-        try:
-            stack.enter_context(StoreLock(url, "sweep-init", ".init.lock")())
+        with store_errors(url, role):
+            if lock:
+                stack.enter_context(StoreLock(url, "sweep-init", ".init.lock")())
             new = path is not None and _is_new_file(path, url, role)
             tables = frozenset() if new else store_tables(url)
-        except SweepError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - driver errors vary; all mean "cannot use it"
-            raise cannot_open(url, role, exc) from None
         _refuse_foreign(url, role, tables)
         yield tables
 
@@ -267,32 +293,22 @@ def open_storage(
     """Connect to an Optuna RDB storage, failing fast with a one-line error. With `heartbeat`
     (seconds), running trials send heartbeats and `on_stale(study, trial)` handles a trial
     whose worker stopped sending them (GRACE_FACTOR heartbeats). `read_only` (readers: the
-    report, `sweep studies`): no table creation and no schema-version check."""
+    report): no table creation, no schema-version check and no init lock. Workers starting
+    together on a new store create its tables one after the other, under the init lock."""
     import optuna
 
-    with first_open(url, OPTUNA):
-        for attempt in range(5):
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    return optuna.storages.RDBStorage(
-                        database_url(url),
-                        engine_kwargs=_engine_kwargs(url),
-                        heartbeat_interval=heartbeat,
-                        grace_period=heartbeat * GRACE_FACTOR if heartbeat else None,
-                        heartbeat_stale_trial_callback=on_stale,
-                        skip_table_creation=read_only,
-                        skip_compatibility_check=read_only,
-                    )
-            except Exception as exc:  # noqa: BLE001 - driver errors vary; all mean "cannot use it"
-                # Workers starting together on an empty PostgreSQL database race to create
-                # Optuna's tables; the losers see the winner's tables on the next try.
-                racing = "already exists" in str(exc) or "UniqueViolation" in str(exc)
-                if racing and attempt < 4:
-                    time.sleep(1 + attempt)
-                    continue
-                raise cannot_open(url, OPTUNA, exc) from None
-    raise AssertionError("unreachable")
+    opening = first_open(url, OPTUNA, lock=not read_only)
+    with opening, store_errors(url, OPTUNA), warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            database_url(url),
+            engine_kwargs=_engine_kwargs(url),
+            heartbeat_interval=heartbeat,
+            grace_period=heartbeat * GRACE_FACTOR if heartbeat else None,
+            heartbeat_stale_trial_callback=on_stale,
+            skip_table_creation=read_only,
+            skip_compatibility_check=read_only,
+        )
 
 
 def first_line(exc: BaseException) -> str:
@@ -313,12 +329,7 @@ class StoreLock:
         self.engine = self.path = None
         parsed = make_url(database_url(url))
         if parsed.get_backend_name() == "postgresql":
-            import sqlalchemy
-            from sqlalchemy.pool import NullPool
-
-            self.engine = sqlalchemy.create_engine(
-                parsed, poolclass=NullPool, connect_args={"connect_timeout": 10}
-            )
+            self.engine = quick_engine(url)
         elif parsed.get_backend_name() == "sqlite" and parsed.database not in NO_FILE:
             self.path = Path(parsed.database + suffix)
 

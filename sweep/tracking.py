@@ -20,13 +20,15 @@ from sweep.errors import SweepError
 from sweep.storage import (
     MLFLOW,
     add_url_secret,
-    cannot_open,
     connect,
+    default_url,
     first_line,
     first_open,
+    is_server,
     mask_url,
     redact,
     shown,
+    store_errors,
 )
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -48,11 +50,7 @@ DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 
 
 def default_tracking_uri(output: Path) -> str:
-    return f"sqlite:///{(output / 'mlflow.db').resolve()}"
-
-
-def is_server(uri: str) -> bool:
-    return uri.startswith(("http://", "https://"))
+    return default_url(output, MLFLOW)
 
 
 def _now_ms() -> int:
@@ -83,10 +81,8 @@ def _client(uri: str) -> MlflowClient:
     add_url_secret(uri)
     if is_server(uri) and not urlsplit(uri).hostname:
         raise SweepError(f"--tracking-uri {shown(uri)} names no host; use http(s)://HOST:PORT")
-    try:
+    with store_errors(uri, MLFLOW):
         return MlflowClient(tracking_uri=uri)
-    except Exception as exc:  # noqa: BLE001 - driver and migration errors vary
-        raise cannot_open(uri, MLFLOW, exc) from None
 
 
 def check_schema(uri: str, tables: frozenset[str]) -> None:
@@ -135,11 +131,8 @@ def _recovery(
 
 
 def _schema_version(uri: str) -> str | None:
-    try:
-        with connect(uri) as conn:
-            return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
-    except Exception as exc:  # noqa: BLE001 - driver errors vary
-        raise cannot_open(uri, MLFLOW, exc) from None
+    with store_errors(uri, MLFLOW), connect(uri) as conn:
+        return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
 
 
 class Tracker:
@@ -157,9 +150,8 @@ class Tracker:
         saved = {key: os.environ.get(key) for key in quick}
         os.environ.update(quick)
         try:
-            self.client.search_experiments(max_results=1)
-        except Exception as exc:  # noqa: BLE001 - connection and HTTP errors vary
-            raise cannot_open(self.uri, MLFLOW, exc) from None
+            with store_errors(self.uri, MLFLOW):
+                self.client.search_experiments(max_results=1)
         finally:
             for key, value in saved.items():
                 if value is None:

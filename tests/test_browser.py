@@ -69,8 +69,8 @@ def sweep_output(tmp_path_factory: pytest.TempPathFactory, idx_files) -> Path:
         f"params:\n  filters:\n    values: [{', '.join(GRID)}]\n"
     )
     out = folder / "out"
-    command = [sys.executable, "-m", "sweep", "--output", str(out), "run", str(space),
-               *idx_options(idx_files)]  # fmt: skip
+    cli = [sys.executable, "-m", "sweep", "--output", str(out)]
+    command = [*cli, "run", str(space), *idx_options(idx_files)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     return out

@@ -172,8 +172,8 @@ def test_ctrl_c_stops_cleanly_and_leaves_both_stores_consistent(
     import sys
 
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "sweep", "--output", str(out), "run", str(tiny_space),
-               "--set", "epochs=50", *idx_args]  # fmt: skip
+    cli = [sys.executable, "-m", "sweep", "--output", str(out)]
+    command = [*cli, "run", str(tiny_space), "--set", "epochs=50", *idx_args]
     worker = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in worker.stdout:
         if "epoch   2/50" in line:

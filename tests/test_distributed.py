@@ -74,11 +74,10 @@ class Cluster:
 
     def worker(self, *extra: str, storage: str | None = None, tracking: str | None = None):
         self.count += 1
-        command = [sys.executable, "-m", "sweep", "--output", str(self.tmp / f"w{self.count}"),
-                   "run", str(self.space), "--heartbeat", "3",
-                   "--storage", storage or self.services.storage,
-                   "--tracking-uri", tracking or self.services.tracking_uri,
-                   *self.data, *extra]  # fmt: skip
+        cli = [sys.executable, "-m", "sweep", "--output", str(self.tmp / f"w{self.count}")]
+        stores = ["--storage", storage or self.services.storage]
+        stores += ["--tracking-uri", tracking or self.services.tracking_uri]
+        command = [*cli, "run", str(self.space), "--heartbeat", "3", *stores, *self.data, *extra]
         return subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env
         )

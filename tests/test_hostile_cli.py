@@ -48,7 +48,7 @@ def test_a_space_too_deep_for_the_images_fails_before_the_study_exists(
     import numpy as np
     import optuna
 
-    from sweep.data import write_idx
+    from sweep.idx import write_idx
     from tests.conftest import idx_options, write_dataset
 
     files = write_dataset(tmp_path / "idx", n_train=40, n_test=10)

@@ -328,10 +328,9 @@ def test_a_password_in_a_store_url_never_appears_in_any_output(
     tmp_path: Path, made: dict, option: list[str]
 ) -> None:
     flag, value = option[0], option[1].format(port=free_port())
-    command = [
-        sys.executable, "-m", "sweep.cli", "--output", tmp_path / "out", "run", made["space"],
-        *idx_options(made["idx"]), "--heartbeat", "0", flag, value,
-    ]  # fmt: skip
+    cli = [sys.executable, "-m", "sweep.cli", "--output", tmp_path / "out"]
+    command = [*cli, "run", made["space"], *idx_options(made["idx"]), "--heartbeat", "0"]
+    command += [flag, value]
     if flag == "--storage":
         shutil.copy(made["mlflow"], tmp_path / "mlflow.db")
         command += ["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
@@ -350,10 +349,8 @@ def test_two_first_runs_at_once_share_fresh_stores_and_leave_them_sound(
 ) -> None:
     out = tmp_path / "out"
     files = write_dataset(tmp_path / "idx", n_train=100, n_test=20)
-    command = [
-        sys.executable, "-m", "sweep.cli", "--output", out, "run", made["space"],
-        *idx_options(files), "--heartbeat", "0", "--in-process",
-    ]  # fmt: skip
+    cli = [sys.executable, "-m", "sweep.cli", "--output", out, "run", made["space"]]
+    command = [*cli, *idx_options(files), "--heartbeat", "0", "--in-process"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     workers = [
         subprocess.Popen(
@@ -362,7 +359,7 @@ def test_two_first_runs_at_once_share_fresh_stores_and_leave_them_sound(
             stderr=subprocess.STDOUT,
             text=True,
             env=env,
-        )  # fmt: skip
+        )
         for _ in range(2)
     ]
     outputs = [worker.communicate(timeout=900)[0] for worker in workers]

@@ -201,8 +201,8 @@ def sweep_command(tmp_path: Path) -> list[str]:
         "params:\n  filters:\n    values: [[2, 4], [4, 8]]\n"
     )
     files = write_dataset(tmp_path / "idx")
-    return [sys.executable, "-m", "sweep.cli", "--output", str(tmp_path / "out"), "run",
-            str(space), "--heartbeat", "0", "--n-trials", "1", *idx_options(files)]  # fmt: skip
+    cli = [sys.executable, "-m", "sweep.cli", "--output", str(tmp_path / "out")]
+    return [*cli, "run", str(space), "--heartbeat", "0", "--n-trials", "1", *idx_options(files)]
 
 
 def stopped_trials(out: Path) -> tuple[list[str], list[tuple[str, str]], list[str]]:
