@@ -21,14 +21,17 @@ def quick_split(subset: int | None = None, seed: int = 0):
     profile = get_profile("quick")
     images, labels = find_source("fashion-mnist").training()
     return subset_and_split(
-        images, labels, subset=subset or profile.subset, val_fraction=profile.val_fraction,
+        images,
+        labels,
+        subset=subset or profile.subset,
+        val_fraction=profile.val_fraction,
         seed=seed,
-    )  # fmt: skip
+    )
 
 
 def filter_configs() -> list[tuple[int, ...]]:
     """The four filter configurations of the filters study."""
-    from sweep.space import load_space
+    from sweep.space_file import load_space
 
     space = load_space(ROOT / "search_spaces" / "filters.yaml")
     return [space.config_for(space.decode(point)).filters for point in space.grid_points()]

@@ -31,9 +31,7 @@ row of a search winning, and draws the plot beside the first.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import io
 import json
 import math
 import statistics
@@ -60,8 +58,11 @@ def optuna_trials(study) -> list[Trial]:
     """Each finished trial, in order."""
     import optuna
 
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
-                optuna.trial.TrialState.FAIL)  # fmt: skip
+    finished = (
+        optuna.trial.TrialState.COMPLETE,
+        optuna.trial.TrialState.PRUNED,
+        optuna.trial.TrialState.FAIL,
+    )
     rows = []
     for trial in study.get_trials(deepcopy=False):
         if trial.state not in finished:
@@ -82,61 +83,53 @@ def stores(folder: Path):
 
 
 def run_grid(profile, source, folder: Path) -> list[Trial]:
-    from sweep.space import load_space
-    from sweep.study import run_sweep
+    from sweep.run import run_sweep
+    from sweep.space_file import load_space
 
     rows = []
     for name in GRID_STUDIES:
         space = load_space(ROOT / "search_spaces" / f"{name}.yaml")
         storage, tracker = stores(folder / "grid")
-        study = run_sweep(space, profile, source, storage, tracker, progress_stream=io.StringIO(),
-                          heartbeat_seconds=None)  # fmt: skip
+        study = run_sweep(space, profile, source, storage, tracker, heartbeat_seconds=None)
         rows += optuna_trials(study)
         print(f"  grid {name}: {len(rows)} trials so far", flush=True)
     return rows
 
 
-class BudgetSpent(KeyboardInterrupt):
-    """Stops a study between trials, the way Ctrl-C does (the unstarted trial ends FAIL)."""
-
-
 def run_optuna(space, profile, source, folder: Path, budget: int) -> list[Trial]:
     """One study (one sampler, so TPE learns from every trial) stopped once `budget` epochs
     are spent."""
-    from sweep.study import make_objective, run_sweep
+    from sweep.run import run_sweep
 
     storage, tracker = stores(folder)
     spent = 0
 
-    def factory(*factory_args):
-        objective = make_objective(*factory_args)
+    def limit(study, trial) -> None:
+        nonlocal spent
+        spent += len(trial.intermediate_values)
+        if spent >= budget:
+            study.stop()
 
-        def limited(trial):
-            nonlocal spent
-            if spent >= budget:
-                raise BudgetSpent
-            try:
-                return objective(trial)
-            finally:
-                spent += len(trial.storage.get_trial(trial._trial_id).intermediate_values)
-
-        return limited
-
-    with contextlib.suppress(BudgetSpent):
-        run_sweep(space, profile, source, storage, tracker, n_trials=10_000,
-                  progress_stream=io.StringIO(), heartbeat_seconds=None,
-                  objective_factory=factory)  # fmt: skip
-    import optuna
-
-    return optuna_trials(optuna.load_study(study_name=space.study, storage=storage))
+    study = run_sweep(
+        space,
+        profile,
+        source,
+        storage,
+        tracker,
+        n_trials=10_000,
+        heartbeat_seconds=None,
+        callbacks=[limit],
+    )
+    return optuna_trials(study)
 
 
 def run_hyperband(space, profile, source, folder: Path, seed: int) -> list[Trial]:
-    from sweep.tuner import run_search
+    from sweep.search import run_search
 
     _, tracker = stores(folder)
-    records = run_search(space, profile, source, tracker, folder, tuner="hyperband",
-                         search_seed=seed, progress_stream=io.StringIO())  # fmt: skip
+    records = run_search(
+        space, profile, source, tracker, folder, tuner="hyperband", search_seed=seed
+    )
     return [
         Trial(r.epochs_trained, r.best_val_loss, r.state)
         for r in sorted(records, key=lambda r: r.number)
@@ -165,15 +158,17 @@ def load_runs(paths: list[Path]) -> dict[str, list[Trial]]:
     or no file holds the grid."""
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
-        raise ValueError(f"no such CSV {', '.join(missing)}; pass an efficiency.csv that an "
-                         "earlier run wrote")  # fmt: skip
+        raise ValueError(
+            f"no such CSV {', '.join(missing)}; pass an efficiency.csv that an earlier run wrote"
+        )
     curves: dict[str, list[Trial]] = {}
     for path in paths:
         try:
             runs = load_baseline(path, optuna=True)
         except (KeyError, ValueError) as exc:  # a column missing, a value not a number
-            raise ValueError(f"{exc} is not what an efficiency.csv holds; pass one that an "
-                             "earlier run wrote") from exc  # fmt: skip
+            raise ValueError(
+                f"{exc} is not what an efficiency.csv holds; pass one that an earlier run wrote"
+            ) from exc
         for label, trials in runs.items():
             curves.setdefault(label, trials)
     if "grid" not in curves:
@@ -210,8 +205,12 @@ def plot(curves: dict[str, list[Trial]], grid_best: float, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    colours = {"optuna-tpe-pruned": "C0", "keras-tuner-hyperband": "C1", "random": "C2",
-               "grid": "C3"}  # fmt: skip
+    colours = {
+        "optuna-tpe-pruned": "C0",
+        "keras-tuner-hyperband": "C1",
+        "random": "C2",
+        "grid": "C3",
+    }
     labelled: set[str] = set()
     for label, rows in curves.items():
         xs, ys, spent, best = [], [], 0, math.inf
@@ -223,8 +222,14 @@ def plot(curves: dict[str, list[Trial]], grid_best: float, path: Path) -> None:
                 xs.append(spent)
                 ys.append(best)
         method = label.split(" seed")[0]
-        ax.step(xs, ys, where="post", color=colours.get(method, "k"), alpha=0.8,
-                label=None if method in labelled else method)  # fmt: skip
+        ax.step(
+            xs,
+            ys,
+            where="post",
+            color=colours.get(method, "k"),
+            alpha=0.8,
+            label=None if method in labelled else method,
+        )
         labelled.add(method)
     ax.axhline(grid_best * (1 + TOLERANCE), color="C3", ls=":", label="grid best + 2%")
     ax.set_xlabel("epochs spent")
@@ -277,7 +282,7 @@ def main() -> int:
 
     from sweep.data import find_source
     from sweep.profiles import get_profile
-    from sweep.space import load_space
+    from sweep.space_file import load_space
 
     profile = get_profile("quick")
     if args.subset:
@@ -290,8 +295,11 @@ def main() -> int:
 
     shutil.rmtree(folder, ignore_errors=True)
     joint = load_space(ROOT / "search_spaces" / "joint.yaml")
-    print(f"profile {profile.name}, {profile.subset} images, {profile.epochs} epochs, precision "
-          f"{profile.precision}", flush=True)  # fmt: skip
+    print(
+        f"profile {profile.name}, {profile.subset} images, {profile.epochs} epochs, precision "
+        f"{profile.precision}",
+        flush=True,
+    )
     csv_path = folder.parent / "efficiency.csv"
 
     tpe = dataclasses.replace(
@@ -312,14 +320,18 @@ def main() -> int:
         save(curves, csv_path)
     grid_epochs = sum(t.epochs for t in curves["grid"])
     grid_best = min(t.best for t in curves["grid"] if t.best is not None)
-    print(f"grid: {len(curves['grid'])} trials, {grid_epochs} epochs, best {grid_best:.5f}",
-          flush=True)  # fmt: skip
+    print(
+        f"grid: {len(curves['grid'])} trials, {grid_epochs} epochs, best {grid_best:.5f}",
+        flush=True,
+    )
     hb_epochs: list[int] = []
     for seed in seeds:  # Hyperband, then Optuna with at least Hyperband's epochs, seed by seed
         label = f"keras-tuner-hyperband seed {seed}"
-        rows = baseline[label] if label in baseline else run_hyperband(
-            joint, profile, source, folder / f"hyperband-{seed}", seed
-        )  # fmt: skip
+        rows = (
+            baseline[label]
+            if label in baseline
+            else run_hyperband(joint, profile, source, folder / f"hyperband-{seed}", seed)
+        )
         curves[label] = rows
         save(curves, csv_path)
         hb_epochs.append(sum(t.epochs for t in rows))
@@ -337,8 +349,13 @@ def main() -> int:
         if label in baseline:
             curves[label] = baseline[label]
             continue
-        random = dataclasses.replace(joint, sampler="random", sampler_options={"seed": seed},
-                                     pruner="none", pruner_options={})  # fmt: skip
+        random = dataclasses.replace(
+            joint,
+            sampler="random",
+            sampler_options={"seed": seed},
+            pruner="none",
+            pruner_options={},
+        )
         curves[label] = run_optuna(random, profile, source, folder / f"random-{seed}", budget)
         save(curves, csv_path)
         print(f"random seed {seed} done", flush=True)
@@ -354,16 +371,20 @@ def report(curves: dict[str, list[Trial]], png: Path) -> int:
     )
     share_budget = SHARE * grid_epochs
     summary = []
-    print(f"\n{'search':<32}{'trials':>7}{'complete':>9}{'epochs':>8}{'best':>10}"
-          f"{f'best@{share_budget:.0f}':>12}{f'best@{hb_budget}':>12}")  # fmt: skip
+    print(
+        f"\n{'search':<32}{'trials':>7}{'complete':>9}{'epochs':>8}{'best':>10}"
+        f"{f'best@{share_budget:.0f}':>12}{f'best@{hb_budget}':>12}"
+    )
     for label, trials in curves.items():
         spent = sum(t.epochs for t in trials)
         complete = sum(t.state == "complete" for t in trials)
         final = min((t.best for t in trials if t.best is not None), default=math.inf)
         at_share, at_hb = best_within(trials, share_budget), best_within(trials, hb_budget)
         summary.append((label, at_share, at_hb))
-        print(f"{label:<32}{len(trials):>7}{complete:>9}{spent:>8}{final:>10.5f}"
-              f"{at_share:>12.5f}{at_hb:>12.5f}")  # fmt: skip
+        print(
+            f"{label:<32}{len(trials):>7}{complete:>9}{spent:>8}{final:>10.5f}"
+            f"{at_share:>12.5f}{at_hb:>12.5f}"
+        )
     plot(curves, grid_best, png)
 
     missing = [m for m in ("optuna", "hyperband") if not any(m in label for label, _, _ in summary)]

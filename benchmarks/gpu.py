@@ -28,8 +28,7 @@ def measure(filters, split, epochs: int, device: str, precision: str, xla: bool)
     from models.config import AutoencoderConfig
     from sweep.training import fit_autoencoder, live_graphs, release, seed_everything
 
-    config = AutoencoderConfig(filters=filters, precision=precision, epochs=epochs,
-                               patience=epochs)  # fmt: skip
+    config = AutoencoderConfig(filters=filters, precision=precision, epochs=epochs, patience=epochs)
     graphs = live_graphs()
     with keras.device(device):
         seed_everything(0)
@@ -77,14 +76,19 @@ def main() -> int:
         gpu = measure(filters, full, args.epochs, "gpu:0", gpu_precision, xla=True)
         cpu = measure(filters, small, max(2, args.epochs - 1), "cpu:0", cpu_precision, cpu_xla)
         rows += [gpu, cpu]
-        print(f"{gpu['filters']:<14}{gpu['images_per_s']:>12.0f}{cpu['images_per_s']:>12.0f}"
-              f"{gpu['images_per_s'] / cpu['images_per_s']:>8.1f}x", flush=True)  # fmt: skip
+        print(
+            f"{gpu['filters']:<14}{gpu['images_per_s']:>12.0f}{cpu['images_per_s']:>12.0f}"
+            f"{gpu['images_per_s'] / cpu['images_per_s']:>8.1f}x",
+            flush=True,
+        )
     write_csv(Path(args.output) / "benchmarks" / "gpu.csv", rows)
     ratio = statistics.median(
         g["images_per_s"] / c["images_per_s"] for g, c in zip(rows[::2], rows[1::2], strict=True)
     )
-    print(f"gpu: {gpu_precision} on the GPU at a median {ratio:.1f}x the CPU's images/s "
-          f"({cpu_precision}) over the four filter configurations")  # fmt: skip
+    print(
+        f"gpu: {gpu_precision} on the GPU at a median {ratio:.1f}x the CPU's images/s "
+        f"({cpu_precision}) over the four filter configurations"
+    )
     return 0
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import resource
 import shutil
 import sys
@@ -54,30 +53,32 @@ def main() -> int:
 
     from sweep.data import find_source
     from sweep.profiles import get_profile
-    from sweep.space import load_space
+    from sweep.run import run_sweep
+    from sweep.space_file import load_space
     from sweep.storage import default_storage
-    from sweep.study import make_objective, run_sweep
     from sweep.tracking import Tracker, default_tracking_uri
 
     rows: list[dict] = []
 
-    def measured(*factory_args):
-        objective = make_objective(*factory_args, isolate=not args.in_process)
-
-        def wrapped(trial):
-            try:
-                return objective(trial)
-            finally:  # after the trial's own clean-up (keras clear_session, gc)
-                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-                child = trial.user_attrs.get("peak_rss_mib", 0.0)
-                rows.append({"trial": len(rows) + 1, "rss_mib": round(rss_mb(), 1),
-                             "peak_rss_mib": round(peak, 1), "trial_process_peak_mib": child,
-                             "total_mib": round(rss_mb() + child, 1)})  # fmt: skip
-                print(f"trial {len(rows):>3}: sweep RSS {rows[-1]['rss_mib']:8.1f} MiB "
-                      f"(peak {peak:8.1f}), trial process peak {child:8.1f} MiB, "
-                      f"total {rows[-1]['total_mib']:8.1f} MiB", flush=True)  # fmt: skip
-
-        return wrapped
+    def measure(study, trial) -> None:
+        """After the trial's own clean-up (keras clear_session, gc)."""
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        child = trial.user_attrs.get("peak_rss_mib", 0.0)
+        rss = round(rss_mb(), 1)
+        rows.append(
+            {
+                "trial": len(rows) + 1,
+                "rss_mib": rss,
+                "peak_rss_mib": round(peak, 1),
+                "trial_process_peak_mib": child,
+                "total_mib": round(rss + child, 1),
+            }
+        )
+        print(
+            f"trial {len(rows):>3}: sweep RSS {rss:8.1f} MiB (peak {peak:8.1f}), trial process "
+            f"peak {child:8.1f} MiB, total {rows[-1]['total_mib']:8.1f} MiB",
+            flush=True,
+        )
 
     run_sweep(
         load_space(space_file),
@@ -85,8 +86,8 @@ def main() -> int:
         find_source("fashion-mnist"),
         default_storage(stores),
         Tracker(default_tracking_uri(stores), artifact_root=stores / "mlartifacts"),
-        progress_stream=io.StringIO(),
-        objective_factory=measured,
+        isolate=not args.in_process,
+        callbacks=[measure],
     )
     with open(folder / "memory.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))

@@ -29,8 +29,7 @@ def measure(filters, precision: str, split, epochs: int, xla: bool) -> dict:
     from models.config import AutoencoderConfig
     from sweep.training import fit_autoencoder, live_graphs, release, seed_everything
 
-    config = AutoencoderConfig(filters=filters, precision=precision, epochs=epochs,
-                               patience=epochs)  # fmt: skip
+    config = AutoencoderConfig(filters=filters, precision=precision, epochs=epochs, patience=epochs)
     graphs = live_graphs()
     seed_everything(0)
     model = build_autoencoder(config, jit_compile=xla)
@@ -69,27 +68,36 @@ def main() -> int:
         "`--subset 2000 --epochs 2` on the README's CPU)",
     )
     parser.add_argument(
-        "--xla", choices=["auto", "on", "off", "both"], default="auto",
+        "--xla",
+        choices=["auto", "on", "off", "both"],
+        default="auto",
         help="XLA compilation: auto (what sweeps use here), on, off, or both, to compare",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
 
     from sweep.tf_env import default_precision, has_gpu, use_xla
 
     default = label(default_precision(), use_xla())
-    precisions = (args.precisions or (
-        "float32,mixed_bfloat16,mixed_float16" if has_gpu() else "float32,mixed_bfloat16"
-    )).split(",")  # fmt: skip
+    precisions = (
+        args.precisions
+        or ("float32,mixed_bfloat16,mixed_float16" if has_gpu() else "float32,mixed_bfloat16")
+    ).split(",")
     if "float32" not in precisions:
         parser.error("--precisions must include float32, the reference")
     xlas = {"auto": [use_xla()], "on": [True], "off": [False], "both": [False, True]}[args.xla]
     variants = [(p, x) for x in xlas for p in precisions]
     reference = label("float32", use_xla() if use_xla() in xlas else xlas[0])
     split = quick_split(args.subset)
-    print(f"{len(split.x_train):,} training / {len(split.x_val):,} validation images, "
-          f"{args.epochs} epochs; sweeps here use {default}", flush=True)  # fmt: skip
-    print(f"{'filters':<14}{'precision':<22}{'images/s':>10}{'best val_loss':>15}"
-          f"{'vs ' + reference:>24}{'wall s':>8}", flush=True)  # fmt: skip
+    print(
+        f"{len(split.x_train):,} training / {len(split.x_val):,} validation images, "
+        f"{args.epochs} epochs; sweeps here use {default}",
+        flush=True,
+    )
+    print(
+        f"{'filters':<14}{'precision':<22}{'images/s':>10}{'best val_loss':>15}"
+        f"{'vs ' + reference:>24}{'wall s':>8}",
+        flush=True,
+    )
     rows = []
     for filters in filter_configs():
         mine = [measure(filters, p, split, args.epochs, x) for p, x in variants]
@@ -99,9 +107,12 @@ def main() -> int:
         for row in mine:
             row["speedup"] = round(row["images_per_s"] / ref["images_per_s"], 3)
             row["val_loss_vs_ref"] = round(row["best_val_loss"] / ref["best_val_loss"] - 1, 4)
-            print(f"{row['filters']:<14}{row['variant']:<22}{row['images_per_s']:>10.0f}"
-                  f"{row['best_val_loss']:>15.5f}{row['val_loss_vs_ref']:>+24.1%}"
-                  f"{row['wall_s']:>8.1f}", flush=True)  # fmt: skip
+            print(
+                f"{row['filters']:<14}{row['variant']:<22}{row['images_per_s']:>10.0f}"
+                f"{row['best_val_loss']:>15.5f}{row['val_loss_vs_ref']:>+24.1%}"
+                f"{row['wall_s']:>8.1f}",
+                flush=True,
+            )
         rows += mine
     write_csv(Path(args.output) / "benchmarks" / "precision.csv", rows)
 
@@ -112,8 +123,10 @@ def main() -> int:
             "speedup": math.exp(statistics.mean(math.log(r["speedup"]) for r in mine)),
             "worst": max(r["val_loss_vs_ref"] for r in mine),
         }
-        print(f"{name:<22} speed-up (geometric mean) {summary[name]['speedup']:.2f}x, "
-              f"worst val_loss vs {reference} {summary[name]['worst']:+.1%}")  # fmt: skip
+        print(
+            f"{name:<22} speed-up (geometric mean) {summary[name]['speedup']:.2f}x, "
+            f"worst val_loss vs {reference} {summary[name]['worst']:+.1%}"
+        )
     eligible = [v for v in summary if summary[v]["worst"] <= TOLERANCE]
     best = max(eligible, key=lambda v: summary[v]["speedup"])
     if default not in summary:

@@ -7,6 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 
+def key(params: dict[str, Any]) -> tuple:
+    """A point as a hashable key (the same parameters and values are the same point)."""
+    return tuple(sorted(params.items()))
+
+
 def is_listed(point: dict[str, Any], listed: dict[str, Any]) -> bool:
     """Whether a trial's stored params are a point of `listed` (SearchSpace.listed(), as a
     study records it): the same names, each a listed label or inside a listed range."""

@@ -1,10 +1,10 @@
-"""keras-tuner backend: a SearchSpace -> keras-tuner HyperParameters, one of its tuners, and
-the project's trial recipe, recorded in MLflow as the Optuna path records it.
+"""keras-tuner backend: a SearchSpace -> keras-tuner HyperParameters and one of its tuners, whose
+trials run the project's trial recipe (sweep.recipe) as Jobs; sweep.search runs a search.
 
 This is the one module that translates a space into keras-tuner (space.py translates it into
 Optuna). A value keras-tuner cannot hold (a filter list, a group of keys) is a choice between
 the labels Optuna stores, and space.py decodes the labels into config values. The oracle
-decides what to try; `make_trial` trains one trial; the tuner's project folder
+decides what to try; the recipe trains one trial; the tuner's project folder
 (<output>/keras-tuner/<study>) lets a rerun continue a search. A grid continues over an edited
 space: trials of points the space no longer holds are kept, and neither block a point nor count.
 """
@@ -12,42 +12,37 @@ space: trials of points the space no longer holds are kept, and neither block a 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import itertools
-import tempfile
-import time
-import warnings
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 from sweep.errors import SweepError
-from sweep.points import OUTSIDE_METRIC, kept_note
-from sweep.space import Param, SearchSpace, format_value, nothing_left
+from sweep.points import key
+from sweep.recipe import EPOCHS_METRIC, Job
+from sweep.space import Param, SearchSpace
 
 if TYPE_CHECKING:
     import keras_tuner
-    import optuna
 
-    from sweep.data import DataSource, Split
-    from sweep.profiles import Profile
-    from sweep.study import Progress
-    from sweep.tracking import Tracker, TrialRun
 
 BACKEND = "keras-tuner"
 TUNERS = ("hyperband", "bayesian", "random", "grid")
 HYPERBAND_FACTOR = 3
-EPOCHS_METRIC = "epochs_trained"
 # What Hyperband adds to a trial's values: the epochs to reach, the epoch it starts from, and
 # (when it continues an earlier trial) that trial's id; logged as MLflow params.
-HYPERBAND_KEYS = ("tuner/epochs", "tuner/initial_epoch", "tuner/trial_id", "tuner/bracket",
-                  "tuner/round")  # fmt: skip
+HYPERBAND_KEYS = (
+    "tuner/epochs",
+    "tuner/initial_epoch",
+    "tuner/trial_id",
+    "tuner/bracket",
+    "tuner/round",
+)
 STATES = {"COMPLETED": "complete", "FAILED": "failed", "INVALID": "failed"}
 
 
-def _keras_tuner():
+def import_keras_tuner():
     """Import keras-tuner, after Keras is imported quietly (it imports TensorFlow)."""
     from sweep.tf_env import import_keras_quietly
 
@@ -98,7 +93,7 @@ def hyperparameters(space: SearchSpace) -> keras_tuner.HyperParameters:
     """The space as keras-tuner HyperParameters: a range is an Int or Float (log sampling
     where the file says log), a value list a Choice of the labels Optuna stores (strings for
     filter lists and groups; config keys take one type, so the labels have one)."""
-    hp = _keras_tuner().HyperParameters()
+    hp = import_keras_tuner().HyperParameters()
     for p in space.params:
         sampling = "log" if p.log else "linear"
         if not p.is_range:
@@ -117,21 +112,17 @@ def stored_params(space: SearchSpace, values: dict[str, Any]) -> dict[str, Any]:
     return {p.name: values[p.name] for p in space.params if p.name in values}
 
 
-def _point(values: dict[str, Any]) -> dict[str, Any]:
+def point(values: dict[str, Any]) -> dict[str, Any]:
     """A trial's point: its values without Hyperband's keys (a parameter the space has dropped
     since stays, so that the point is not taken for one of the space's)."""
     return {k: v for k, v in values.items() if k not in HYPERBAND_KEYS}
 
 
-def _key(point: dict[str, Any]) -> tuple:
-    return tuple(sorted(point.items()))
-
-
 def in_space(hps: keras_tuner.HyperParameters, values: dict[str, Any]) -> bool:
     """Whether a trial's point is one of the space's as the file is now: the same parameters,
     each at a value it can take (on its grid, where it has one)."""
-    point, space = _point(values), {hp.name: hp for hp in hps.space}
-    return point.keys() == space.keys() and all(_holds(space[k], v) for k, v in point.items())
+    values, space = point(values), {hp.name: hp for hp in hps.space}
+    return values.keys() == space.keys() and all(_holds(space[k], v) for k, v in values.items())
 
 
 def _holds(hp: Any, value: Any) -> bool:
@@ -146,80 +137,75 @@ def _holds(hp: Any, value: Any) -> bool:
     return hp.step is None or hp.sampling != "linear" or value in hp.values
 
 
-@dataclass(frozen=True)
-class TunerTrial:
-    """One keras-tuner trial as the recipe sees it. `params` are stored as Optuna stores them
-    (space.decode turns them into config overrides); Hyperband's continuations start from
-    `start_from` (the best weights of the trial they continue) at `initial_epoch`."""
-
-    number: int
-    trial_id: str
-    params: dict[str, Any]
-    tuner_values: dict[str, Any] = field(default_factory=dict)
-    checkpoint: Path | None = None
-    start_from: Path | None = None
-    user_attrs: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def initial_epoch(self) -> int:
-        return int(self.tuner_values.get("tuner/initial_epoch", 0))
-
-    @property
-    def epochs(self) -> int | None:
-        """The epoch Hyperband trains to (counting the continued trial's); None: the config's."""
-        return self.tuner_values.get("tuner/epochs")
-
-    def set_user_attr(self, key: str, value: Any) -> None:
-        self.user_attrs[key] = value
-
-
-@dataclass(frozen=True)
-class TrialRecord:
-    """One finished (or interrupted) keras-tuner trial, for summaries and budget comparisons."""
-
-    number: int
-    params: dict[str, Any]
-    state: str
-    best_val_loss: float | None
-    epochs_trained: int
-    initial_epoch: int = 0
-    continues: int | None = None
-    run_id: str | None = None
-    in_space: bool = True
-
-
 class _RecipeRunner:
-    """Mixed into a keras-tuner tuner: each trial the oracle creates runs the project's recipe.
-    A trial that raises is a FAILED trial (keras-tuner's FailedTrialError: no retry), and
-    the epochs it trained are kept in the trial as the metric `epochs_trained`."""
+    """Mixed into a keras-tuner tuner: each trial the oracle creates runs the project's recipe
+    (`recipe(job)`, sweep.recipe). A trial that raises is a FAILED trial (keras-tuner's
+    FailedTrialError: no retry), and the epochs it trained are kept in the trial as the metric
+    `epochs_trained`."""
 
     space: SearchSpace
-    recipe: Callable[[TunerTrial], float]
+    recipe: Callable[[Job], float]
+    run_tags: dict[str, str]
     keeps_checkpoints: bool
 
     def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> dict[str, float]:
-        job = self.as_job(trial)
+        facts: dict[str, Any] = {}
+        job = self.as_job(trial, facts)
         try:
             best = self.recipe(job)
         except Exception as exc:
-            reason = job.user_attrs.get("fail_reason") or f"{type(exc).__name__}: {exc}"
-            raise _keras_tuner().errors.FailedTrialError(reason) from exc
+            reason = facts.get("fail_reason") or f"{type(exc).__name__}: {exc}"
+            raise import_keras_tuner().errors.FailedTrialError(reason) from exc
         finally:
-            _add_epochs(trial, job.user_attrs.get(EPOCHS_METRIC, 0))
+            _add_epochs(trial, facts.get(EPOCHS_METRIC, 0))
         return {"val_loss": best}
 
-    def as_job(self, trial: Any) -> TunerTrial:
-        values = trial.hyperparameters.values
-        continues = values.get("tuner/trial_id")
-        checkpoint = self._get_checkpoint_fname  # type: ignore[attr-defined]
-        return TunerTrial(
-            number=int(trial.trial_id),
-            trial_id=trial.trial_id,
-            params=stored_params(self.space, values),
-            tuner_values={k: values[k] for k in HYPERBAND_KEYS if k in values},
-            checkpoint=Path(checkpoint(trial.trial_id)) if self.keeps_checkpoints else None,
-            start_from=Path(checkpoint(continues)) if continues else None,
+    def as_job(self, trial: Any, facts: dict[str, Any]) -> Job:
+        """The trial as the recipe's Job; what the recipe records goes into `facts`. Hyperband's
+        continuations train to its `tuner/epochs` from the best weights of the trial they
+        continue."""
+        return job_for(
+            trial.trial_id,
+            trial.hyperparameters.values,
+            self.space,
+            facts,
+            self.run_tags,
+            self._get_checkpoint_fname if self.keeps_checkpoints else None,  # type: ignore[attr-defined]
         )
+
+
+def job_for(
+    trial_id: str,
+    values: dict[str, Any],
+    space: SearchSpace,
+    facts: dict[str, Any],
+    tags: dict[str, str],
+    checkpoint: Callable[[str], str] | None = None,
+) -> Job:
+    """A keras-tuner trial's values as a Job; `checkpoint(trial_id)` names a trial's saved
+    weights where Hyperband keeps them."""
+    tuner_values = {k: values[k] for k in HYPERBAND_KEYS if k in values}
+    continues = values.get("tuner/trial_id")
+    shown: dict[str, Any] = {}
+    epochs = tuner_values.get("tuner/epochs")
+    initial = int(tuner_values.get("tuner/initial_epoch", 0))
+    if epochs is not None:
+        shown["epochs"] = f"{initial}->{epochs}"
+    if continues is not None:
+        shown["continues"] = f"trial {int(continues)}"
+    return Job(
+        number=int(trial_id),
+        params=stored_params(space, values),
+        record=facts.__setitem__,
+        shown=shown,
+        logged=tuner_values,
+        tags={**tags, "keras_tuner_trial": trial_id},
+        epochs=epochs,
+        initial_epoch=initial,
+        checkpoint=Path(checkpoint(trial_id)) if checkpoint else None,
+        start_from=Path(checkpoint(continues)) if checkpoint and continues else None,
+        count_epochs=True,
+    )
 
 
 class _GridWalk:
@@ -249,24 +235,24 @@ class _GridWalk:
         self.hyperparameters = current
         retry = [t for t in self._retry_queue if self._in_space(self.trials[t])]
         self._retry_queue = retry
-        self._taken = {_key(_point(self.trials[t].hyperparameters.values)) for t in retry}
+        self._taken = {key(point(self.trials[t].hyperparameters.values)) for t in retry}
         self.max_trials = len(self.trials) + max(0, self.budget - len(self.complete_points()))
 
     def complete_points(self) -> set[tuple]:
         """The space's points that have a complete trial."""
         complete = (t for t in self.trials.values() if t.status == "COMPLETED")
-        return {_key(_point(t.hyperparameters.values)) for t in complete if self._in_space(t)}
+        return {key(point(t.hyperparameters.values)) for t in complete if self._in_space(t)}
 
     def populate_space(self, trial_id: str) -> dict[str, Any]:
         """The first point in grid order neither complete nor tried in this search, while the
         budget lasts."""
         taken = self.complete_points() | self._taken
-        points = (p for p in self._grid() if _key(p) not in taken)
-        point = next(points, None) if len(taken) < self.budget else None
-        if point is None:
+        points = (p for p in self._grid() if key(p) not in taken)
+        chosen = next(points, None) if len(taken) < self.budget else None
+        if chosen is None:
             return {"status": "STOPPED", "values": None}
-        self._taken.add(_key(point))
-        return {"status": "RUNNING", "values": point}
+        self._taken.add(key(chosen))
+        return {"status": "RUNNING", "values": chosen}
 
     def _in_space(self, trial: Any) -> bool:
         return in_space(self.hyperparameters, trial.hyperparameters.values)
@@ -282,12 +268,6 @@ def _add_epochs(trial: Any, epochs: int) -> None:
     """One observation per run of the trial (a trial interrupted and rerun has two)."""
     runs = trial.metrics.get_history(EPOCHS_METRIC) if trial.metrics.exists(EPOCHS_METRIC) else []
     trial.metrics.update(EPOCHS_METRIC, float(epochs), step=len(runs))
-
-
-def _epochs(trial: Any) -> int:
-    if not trial.metrics.exists(EPOCHS_METRIC):
-        return 0
-    return int(sum(sum(obs.value) for obs in trial.metrics.get_history(EPOCHS_METRIC)))
 
 
 def open_tuner(
@@ -306,7 +286,7 @@ def open_tuner(
     "no seed", so its oracle gets seed + 1. Failures never stop the search early: the trial
     budget bounds it. Only a grid continues over an edited space (see _GridWalk).
     """
-    kt = _keras_tuner()
+    kt = import_keras_tuner()
     check_space(space, tuner)
     space_hp = hyperparameters(space)
     common = {
@@ -329,7 +309,7 @@ def open_tuner(
             "a new name or delete that folder"
         )
     made.oracle.verbose = 0
-    made.space, made.keeps_checkpoints = space, tuner == "hyperband"
+    made.space, made.keeps_checkpoints, made.run_tags = space, tuner == "hyperband", {}
     return made
 
 
@@ -337,7 +317,7 @@ def _make_tuner(
     tuner: str, budget: int, max_epochs: int, common: dict[str, Any], project: dict[str, Any]
 ) -> keras_tuner.Tuner:
     """keras-tuner's tuner running the recipe; a grid is keras-tuner's Tuner with _GridWalk."""
-    kt = _keras_tuner()
+    kt = import_keras_tuner()
     if tuner == "grid":
         oracle = type("SweepGridOracle", (_GridWalk, kt.Oracle), {})(budget=budget, **common)
         cls = type("SweepGridSearch", (_RecipeRunner, kt.Tuner), {})
@@ -376,304 +356,3 @@ def done_trials(tuner: keras_tuner.Tuner) -> int:
     if isinstance(oracle, _GridWalk):
         return len(oracle.complete_points())
     return sum(t.status in STATES for t in oracle.trials.values())
-
-
-def trial_records(
-    trials: Iterable[Any], space: SearchSpace, run_ids: dict[int, str] | None = None
-) -> list[TrialRecord]:
-    """keras-tuner trials (an oracle's, or loaded from a project) -> records, by number; a
-    trial of a point the space no longer holds is kept, with `in_space` False."""
-    hps, records = hyperparameters(space), []
-    for trial in trials:
-        values = trial.hyperparameters.values
-        continues = values.get("tuner/trial_id")
-        state = STATES.get(trial.status, trial.status.lower())
-        records.append(
-            TrialRecord(
-                number=int(trial.trial_id),
-                params=_point(values),
-                state=state,
-                best_val_loss=float(trial.score) if state == "complete" else None,
-                epochs_trained=_epochs(trial),
-                initial_epoch=int(values.get("tuner/initial_epoch", 0)),
-                continues=int(continues) if continues is not None else None,
-                run_id=(run_ids or {}).get(int(trial.trial_id)),
-                in_space=in_space(hps, values),
-            )
-        )
-    return sorted(records, key=lambda r: r.number)
-
-
-def search_trials(
-    output: Path, space: SearchSpace, tuner: str, tracker: Tracker | None = None
-) -> list[TrialRecord]:
-    """The trials of a search, read from its project folder (and, with `tracker`, the MLflow
-    run of each): params, state, best val_loss, epochs trained. Trains nothing.
-
-    The budget a search spent is `epochs_spent(search_trials(...))`."""
-    trial_class = _keras_tuner().engine.trial.Trial
-    folder = project_dir(output, space, tuner)
-    files = sorted(folder.glob("trial_*/trial.json"))
-    if not files:
-        raise SweepError(f"no keras-tuner search in {folder}; run it with --backend keras-tuner")
-    run_ids = _run_ids(tracker, study_name(space, tuner)) if tracker else None
-    return trial_records((trial_class.load(str(f)) for f in files), space, run_ids)
-
-
-def epochs_spent(records: Iterable[TrialRecord]) -> int:
-    """Epochs trained in all, failed trials and Hyperband's continuations included."""
-    return sum(r.epochs_trained for r in records)
-
-
-def _run_ids(tracker: Tracker, study: str) -> dict[int, str]:
-    """Trial number -> its MLflow run (the latest, where a trial ran twice)."""
-    from sweep.tracking import ROLE_TAG, TRIAL_TAG
-
-    experiment = tracker.client.get_experiment_by_name(study)
-    if experiment is None:
-        return {}
-    runs = tracker.client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"tags.`{ROLE_TAG}` = 'trial'",
-        order_by=["attributes.start_time ASC"],
-    )
-    return {int(r.data.tags[TRIAL_TAG]): r.info.run_id for r in runs}
-
-
-def as_study(records: list[TrialRecord], space: SearchSpace) -> optuna.Study:
-    """The records as an in-memory Optuna study (through space.suggest, so the params are
-    Optuna's), so that study.py's summaries describe both backends alike. A trial of a point no
-    longer in the space (its params may not decode) is an empty trial left running: the numbers
-    stay keras-tuner's, and the counts and the best leave it out."""
-    import optuna
-    from optuna.trial import TrialState
-
-    study = optuna.create_study(
-        direction=space.direction, sampler=optuna.samplers.RandomSampler(seed=0)
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for record in records:
-            if not record.in_space:
-                study.ask()
-                continue
-            study.enqueue_trial(record.params)
-            trial = study.ask()
-            space.suggest(trial)
-            if record.run_id:
-                trial.set_user_attr("mlflow_run_id", record.run_id)
-            complete = record.state == "complete"
-            study.tell(
-                trial,
-                record.best_val_loss if complete else None,
-                state=TrialState.COMPLETE if complete else TrialState.FAIL,
-            )
-    return study
-
-
-def summary(records: list[TrialRecord], space: SearchSpace) -> dict[str, Any]:
-    """The parent run's summary: Optuna's (counts, best trial) of the space's points, the trials
-    of points no longer in it, and the epochs spent by all."""
-    from sweep.study import best_summary
-
-    return {
-        **best_summary(as_study(records, space), space),
-        OUTSIDE_METRIC: sum(not r.in_space for r in records),
-        EPOCHS_METRIC: epochs_spent(records),
-    }
-
-
-def describe(records: list[TrialRecord], space: SearchSpace, tuner: str) -> str:
-    """One line: the space's trials by state and the best of them, the trials of points no
-    longer in the space, and the epochs the search spent."""
-    from sweep.study import describe_best
-
-    named = dataclasses.replace(space, study=study_name(space, tuner))
-    text = describe_best(as_study(records, space), named)
-    outside = sum(not r.in_space for r in records)
-    if outside:
-        text += f"; {kept_note(outside)}"
-    return f"{text}; {epochs_spent(records)} epochs"
-
-
-def _tag(client: Any, run_id: str, tuner: str, **extra: str) -> None:
-    from mlflow.entities import RunTag
-
-    tags = {"backend": BACKEND, "tuner": tuner, **extra}
-    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-
-
-@contextlib.contextmanager
-def _epochs_logged(trial: TunerTrial, run: TrialRun) -> Iterator[None]:
-    """Log the epochs the trial trained, however it ends (before the run is ended)."""
-    try:
-        yield
-    finally:
-        run.log_results({EPOCHS_METRIC: trial.user_attrs.get(EPOCHS_METRIC, 0)})
-
-
-def make_trial(
-    space: SearchSpace,
-    profile: Profile,
-    split: Split,
-    tracker: Tracker,
-    parent_run_id: str,
-    run_params: dict[str, Any],
-    progress: Progress,
-) -> Callable[[TunerTrial], float]:
-    """The trial recipe, as the Optuna path's: decode, build (or continue Hyperband's earlier
-    trial), fit with per-epoch logs, record, return the best val_loss."""
-    from sweep.tf_env import import_keras_quietly
-
-    import_keras_quietly()
-    from sweep.study import _trial_params, recorded
-    from sweep.tf_env import use_xla
-    from sweep.training import train_trial
-
-    def configure(trial: TunerTrial) -> tuple[Any, Split]:
-        config = profile.apply(space.config_for(space.decode(trial.params)))
-        if trial.epochs is not None:
-            config = config.replace(epochs=trial.epochs)
-        return config, split.take(config.train_size, config.val_size)
-
-    def run_trial(trial: TunerTrial) -> float:
-        shown = {k: format_value(v) for k, v in trial.params.items()}
-        if trial.epochs is not None:
-            shown["epochs"] = f"{trial.initial_epoch}->{trial.epochs}"
-        if "tuner/trial_id" in trial.tuner_values:
-            shown["continues"] = f"trial {int(trial.tuner_values['tuner/trial_id'])}"
-        progress.trial_started(trial.number, shown)
-        started = time.perf_counter()
-        failure: Exception | None = None
-        try:
-            config, data = configure(trial)
-            params = _trial_params(config, trial, run_params, data)
-        except Exception as exc:  # noqa: BLE001 - raised again inside the run, which records it
-            failure, params = exc, {**trial.params, **run_params}
-        params.update(trial.tuner_values)
-        with (
-            tracker.trial_run(parent_run_id, run_params["study"], trial.number, params) as run,
-            recorded(trial, run, progress, started),
-            _epochs_logged(trial, run),
-            tempfile.TemporaryDirectory(prefix="sweep-trial-") as tmp,
-        ):
-            _tag(run.client, run.run_id, run_params["tuner"], keras_tuner_trial=trial.trial_id)
-            trial.set_user_attr("mlflow_run_id", run.run_id)
-            if failure is not None:
-                raise failure
-
-            facts: dict[str, Any] = {}
-
-            def on_event(event: tuple) -> None:
-                if event[0] == "built":
-                    facts.update(event[1])
-                    run.log_text(facts["summary"], "model_summary.txt")
-                    run.log_dict(facts["architecture"], "architecture.json")
-                    return
-                _, epoch, logs = event
-                trial.set_user_attr(EPOCHS_METRIC, epoch)
-                step = trial.initial_epoch + epoch
-                run.log_epoch(step, {"loss": logs["loss"], "val_loss": logs["val_loss"]})
-                progress.epoch(step, config.epochs, logs, time.perf_counter() - started)
-
-            to_train = config.replace(epochs=max(1, config.epochs - trial.initial_epoch))
-            model_path = str(Path(tmp) / "model.keras")
-            fit = train_trial(on_event, to_train, data, run_params["seed"], use_xla(), model_path,
-                              start_from=trial.start_from, checkpoint=trial.checkpoint)  # fmt: skip
-            n_params = facts["param_count"]
-            best_epoch = trial.initial_epoch + fit.best_epoch
-            run.log_results(
-                {
-                    "best_val_loss": fit.best_val_loss,
-                    "best_epoch": best_epoch,
-                    "epochs_run": len(fit.val_loss),
-                    "train_seconds": fit.seconds,
-                    "param_count": n_params,
-                    "images_per_second": len(data.x_train) * len(fit.loss) / fit.seconds,
-                }
-            )
-            run.log_model(model_path)
-            progress.trial_ended(
-                "complete",
-                f"best val_loss {fit.best_val_loss:.5f} at epoch {best_epoch}, "
-                f"{n_params:,} params, {fit.seconds:.1f} s",
-            )
-            return fit.best_val_loss
-
-    return run_trial
-
-
-def run_search(
-    space: SearchSpace,
-    profile: Profile,
-    source: DataSource,
-    tracker: Tracker,
-    output: Path,
-    *,
-    tuner: str = "hyperband",
-    n_trials: int | None = None,
-    seed: int = 0,
-    search_seed: int | None = None,
-    progress_stream: TextIO | None = None,
-    trial_factory: Callable[..., Callable[[TunerTrial], float]] | None = None,
-) -> list[TrialRecord]:
-    """Run (or continue) the space's keras-tuner search; return every trial of it.
-
-    One MLflow parent run per search (experiment `study_name`), one nested run per trial.
-    `seed` fixes the data split and weight initialisation, `search_seed` (default: `seed`) the
-    tuner's choices. `trial_factory` (default: make_trial) lets tests drive the same search with
-    a fake recipe.
-    """
-    from sweep.study import Progress, load_split, note_precision, study_run_params
-
-    check_space(space, tuner)
-    study = study_name(space, tuner)
-    max_epochs = profile.apply(space.base).epochs
-    kt_tuner = open_tuner(
-        space, tuner, project_dir(output, space, tuner),
-        max_epochs=max_epochs, n_trials=n_trials, seed=seed if search_seed is None else search_seed,
-    )  # fmt: skip
-    budget, done = planned_trials(kt_tuner), done_trials(kt_tuner)
-    left = max(0, budget - done)
-    say = Progress(left, progress_stream).say
-    described = dataclasses.replace(space, sampler=f"keras-tuner {tuner}").describe()
-    say(f"Study {study!r}: {described}; {done} of {budget} trials done, {left} to run")
-    outside = sum(not r.in_space for r in trial_records(kt_tuner.oracle.trials.values(), space))
-    if outside:
-        say(f"{kept_note(outside)}.")
-    if left == 0:
-        say(nothing_left(space, budget))
-        return trial_records(kt_tuner.oracle.trials.values(), space, _run_ids(tracker, study))
-    note_precision(space, profile, say)
-    split, _ = load_split(space, profile, source, seed, say)
-    space.check_images(*split.image_size)
-    run_params = {
-        **study_run_params(study, space, profile, source, seed),
-        "backend": BACKEND,
-        "tuner": tuner,
-    }
-    settings = {"n_trials": budget}
-    if tuner == "hyperband":
-        settings.update(max_epochs=max_epochs, factor=HYPERBAND_FACTOR)
-    parent = tracker.study_run(study, {**run_params, **settings})
-    _tag(tracker.client, parent, tuner)
-    progress = Progress(left, progress_stream)
-    factory = trial_factory or make_trial
-    kt_tuner.recipe = factory(space, profile, split, tracker, parent, run_params, progress)
-    status = "FINISHED"
-    try:
-        kt_tuner.search()
-    except BaseException as exc:
-        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-        raise
-    finally:
-        records = trial_records(kt_tuner.oracle.trials.values(), space, _run_ids(tracker, study))
-        tracker.end_study_run(parent, summary(records, space), status)
-    ran = len({_key(r.params) for r in records if r.in_space}) if tuner == "grid" else len(records)
-    if ran < budget:
-        say(
-            f"keras-tuner's {tuner} stopped after {ran} of {budget} trials: it stops "
-            "when the space has no untried point left"
-            + (" or too few trials of a round completed" if tuner == "hyperband" else "")
-        )
-    return records

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from sweep.data import IdxFiles, write_idx  # noqa: E402
+from sweep.data import IdxFiles  # noqa: E402
+from sweep.idx import write_idx  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = ROOT / "search_spaces"
@@ -52,11 +57,15 @@ def idx_files(tmp_path_factory: pytest.TempPathFactory) -> IdxFiles:
 def idx_options(files: IdxFiles) -> list[str]:
     """The CLI's dataset options naming the four IDX files."""
     return [
-        "--train-images", str(files.train_images),
-        "--train-labels", str(files.train_labels),
-        "--test-images", str(files.test_images),
-        "--test-labels", str(files.test_labels),
-    ]  # fmt: skip
+        "--train-images",
+        str(files.train_images),
+        "--train-labels",
+        str(files.train_labels),
+        "--test-images",
+        str(files.test_images),
+        "--test-labels",
+        str(files.test_labels),
+    ]
 
 
 @pytest.fixture
@@ -84,3 +93,19 @@ params:
 """
     )
     return path
+
+
+@contextmanager
+def lines_to(stream: TextIO) -> Iterator[None]:
+    """The project's progress lines (logging, as the CLI prints them) written to `stream`."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("sweep")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

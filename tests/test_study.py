@@ -10,13 +10,16 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+import sweep.run
 from sweep.data import find_source
 from sweep.errors import SweepError
 from sweep.profiles import get_profile
-from sweep.space import load_space
+from sweep.run import run_sweep
+from sweep.scheduler import plan
+from sweep.space_file import load_space
 from sweep.storage import default_storage, mask_url, open_storage
-from sweep.study import plan, run_sweep
 from sweep.tracking import Tracker
+from tests.conftest import lines_to
 
 
 class FakeObjective:
@@ -25,10 +28,10 @@ class FakeObjective:
     def __init__(self, fail: set[str] | None = None, fail_times: int = 10**6) -> None:
         self.fail, self.fail_times, self.calls = fail or set(), fail_times, []
 
-    def factory(self, space, profile, split, tracker, parent, run_params, progress):
+    def factory(self, ctx):
         def objective(trial: optuna.Trial) -> float:
-            overrides = space.suggest(trial)
-            config = profile.apply(space.config_for(overrides))
+            overrides = ctx.space.suggest(trial)
+            config = ctx.profile.apply(ctx.space.config_for(overrides))
             key = str(config.filters)
             self.calls.append(key)
             if key in self.fail and self.fail_times > 0:
@@ -40,18 +43,18 @@ class FakeObjective:
 
 
 @pytest.fixture
-def env(tmp_path: Path, idx_files):
+def env(tmp_path: Path, idx_files, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
     tracker = Tracker(f"sqlite:///{out / 'mlflow.db'}", artifact_root=out / "art")
     source = find_source(files=idx_files)
     storage = default_storage(out)
 
-    def run(space, fake, **kwargs):
-        return run_sweep(
-            space, get_profile("quick"), source, storage, tracker,
-            objective_factory=fake.factory, **{"progress_stream": io.StringIO(), **kwargs},
-        )  # fmt: skip
+    def run(space, fake, progress_stream=None, **kwargs):
+        monkeypatch.setattr(sweep.run, "make_objective", fake.factory)
+        with lines_to(progress_stream or io.StringIO()):
+            profile = get_profile("quick")
+            return run_sweep(space, profile, source, storage, tracker, isolate=False, **kwargs)
 
     return run, tracker, storage
 
@@ -140,10 +143,11 @@ def test_one_parent_run_per_study_holding_the_best_trial(env, tiny_space: Path) 
 class TrackedFake:
     """A trial run per trial, as the real objective logs it; each trial beats the ones before."""
 
-    def factory(self, space, profile, split, tracker, parent, run_params, progress):
+    def factory(self, ctx):
         def objective(trial: optuna.Trial) -> float:
-            space.suggest(trial)
-            with tracker.trial_run(parent, space.study, trial.number, trial.params) as run:
+            ctx.space.suggest(trial)
+            study = ctx.space.study
+            with ctx.tracker.trial_run(ctx.parent_run_id, study, trial.number, trial.params) as run:
                 trial.set_user_attr("mlflow_run_id", run.run_id)
                 return 1 / (trial.number + 1)
 
@@ -224,7 +228,7 @@ def test_a_precision_slower_than_float32_on_this_cpu_is_named_once(
     env, tiny_space: Path, monkeypatch, precision: str, flags: set[str], warned: bool
 ) -> None:
     import sweep.tf_env
-    from sweep.space import apply_overrides
+    from sweep.space_file import apply_overrides
 
     run, _, _ = env
     monkeypatch.setattr(sweep.tf_env, "has_gpu", lambda: False)
@@ -254,9 +258,9 @@ def test_an_edited_grid_runs_its_new_points_and_keeps_the_old_ones(env, tmp_path
     asked: list[int] = []
 
     class Kernels(FakeObjective):
-        def factory(self, space, profile, split, tracker, parent, run_params, progress):
+        def factory(self, ctx):
             def objective(trial: optuna.Trial) -> float:
-                kernel = space.suggest(trial)["kernel_size"]
+                kernel = ctx.space.suggest(trial)["kernel_size"]
                 asked.append(kernel)
                 return float(kernel)  # kernel 2, no longer listed, stays the best
 
@@ -310,10 +314,7 @@ def test_a_range_that_changed_its_kind_is_refused_before_training(env, tmp_path)
 def test_a_failure_before_the_trial_recorded_it_is_said_and_kept(env, tiny_space) -> None:
     run, _, _ = env
     out = io.StringIO()
-    import contextlib
-
-    with contextlib.redirect_stdout(out):
-        study = run(load_space(tiny_space), FakeObjective(fail={"(2, 4)"}))
+    study = run(load_space(tiny_space), FakeObjective(fail={"(2, 4)"}), progress_stream=out)
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
     assert [t.user_attrs["fail_reason"] for t in failed] == ["RuntimeError: boom for (2, 4)"]
     assert "    -> failed: RuntimeError: boom for (2, 4)" in out.getvalue()

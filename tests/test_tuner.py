@@ -12,27 +12,16 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
+import sweep.search
 from sweep.cli import main
 from sweep.data import find_source
 from sweep.errors import SweepError
 from sweep.profiles import get_profile
-from sweep.space import load_space
+from sweep.search import describe, epochs_spent, run_search, search_trials, summary
+from sweep.space_file import load_space
 from sweep.tracking import Tracker
-from sweep.tuner import (
-    TunerTrial,
-    check_space,
-    describe,
-    epochs_spent,
-    hyperparameters,
-    make_trial,
-    project_dir,
-    run_search,
-    search_trials,
-    stored_params,
-    study_name,
-    summary,
-)
-from tests.conftest import SPACES
+from sweep.tuner import check_space, hyperparameters, project_dir, stored_params, study_name
+from tests.conftest import SPACES, lines_to
 
 RANGES = """
 study: ranges
@@ -69,7 +58,9 @@ def runs_of(out: Path, study: str):
 
 def test_ranges_become_int_and_float_with_log_sampling(tmp_path: Path) -> None:
     hp = {h.name: h for h in hyperparameters(load_space(write_space(tmp_path, RANGES))).space}
-    lr, batch, kernel, patience = (hp[k] for k in ("learning_rate", "batch_size", "kernel_size", "patience"))  # fmt: skip
+    lr, batch, kernel, patience = (
+        hp[k] for k in ("learning_rate", "batch_size", "kernel_size", "patience")
+    )
     assert type(lr).__name__ == "Float" and lr.sampling == "log"
     assert (lr.min_value, lr.max_value, lr.step) == (1e-4, 1e-2, None)
     assert type(batch).__name__ == "Int" and batch.sampling == "log" and batch.step is None
@@ -125,10 +116,12 @@ class FakeRecipe:
     def __init__(self, fail: set[str] | None = None, interrupt: int | None = None) -> None:
         self.fail, self.interrupt, self.calls = fail or set(), interrupt, []
 
-    def factory(self, space, profile, split, tracker, parent, run_params, progress):
+    def factory(self, ctx):
         def recipe(trial) -> float:
-            config = profile.apply(space.config_for(space.decode(trial.params)))
-            trial.set_user_attr("epochs_trained", (trial.epochs or config.epochs) - trial.initial_epoch)  # fmt: skip
+            config = ctx.profile.apply(ctx.space.config_for(ctx.space.decode(trial.params)))
+            trial.set_user_attr(
+                "epochs_trained", (trial.epochs or config.epochs) - trial.initial_epoch
+            )
             self.calls.append(trial)
             if config.kernel_size == self.interrupt:
                 raise KeyboardInterrupt
@@ -140,17 +133,16 @@ class FakeRecipe:
 
 
 @pytest.fixture
-def search(tmp_path: Path, idx_files):
+def search(tmp_path: Path, idx_files, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
     tracker = Tracker(f"sqlite:///{out / 'mlflow.db'}", artifact_root=out / "art")
     source = find_source(files=idx_files)
 
-    def run(space, fake, **kwargs):
-        kwargs.setdefault("progress_stream", io.StringIO())
-        return run_search(
-            space, get_profile("quick"), source, tracker, out, trial_factory=fake.factory, **kwargs
-        )
+    def run(space, fake, progress_stream=None, **kwargs):
+        monkeypatch.setattr(sweep.search, "make_recipe", fake.factory)
+        with lines_to(progress_stream or io.StringIO()):
+            return run_search(space, get_profile("quick"), source, tracker, out, **kwargs)
 
     return run, tracker, out
 
@@ -208,7 +200,7 @@ def test_the_precision_note_is_said_here_too(
     search, tiny_space: Path, monkeypatch, precision: str, warned: bool
 ) -> None:
     import sweep.tf_env
-    from sweep.space import apply_overrides
+    from sweep.space_file import apply_overrides
 
     run, _, _ = search
     monkeypatch.setattr(sweep.tf_env, "has_gpu", lambda: False)
@@ -389,8 +381,18 @@ def test_grid_over_filters_logs_a_run_per_point_and_failed_points_end_failed(
     monkeypatch.setattr(autoencoder, "build_autoencoder", build)
     out = tmp_path / "out"
     shrink = ["--set", "epochs=2", "train_size=48", "val_size=24"]
-    code = run_cli("--output", out, "run", SPACES / "filters.yaml", "--backend", "keras-tuner",
-                   "--tuner", "grid", *shrink, *idx_args)  # fmt: skip
+    code = run_cli(
+        "--output",
+        out,
+        "run",
+        SPACES / "filters.yaml",
+        "--backend",
+        "keras-tuner",
+        "--tuner",
+        "grid",
+        *shrink,
+        *idx_args,
+    )
     printed = capsys.readouterr().out
     assert code == 0
     assert "[4/4] trial 3: filters=[64, 128, 256]" in printed and "epoch   2/2" in printed
@@ -403,7 +405,12 @@ def test_grid_over_filters_logs_a_run_per_point_and_failed_points_end_failed(
     filters = load_space(SPACES / "filters.yaml").grid()["filters"]
     assert [t.data.params["filters"] for t in trials] == filters
     assert [t.info.status for t in trials] == ["FAILED", "FINISHED", "FINISHED", "FAILED"]
-    assert [t.data.tags["sweep.state"] for t in trials] == ["failed", "complete", "complete", "failed"]  # fmt: skip
+    assert [t.data.tags["sweep.state"] for t in trials] == [
+        "failed",
+        "complete",
+        "complete",
+        "failed",
+    ]
     assert "nan" in trials[0].data.tags["sweep.fail_reason"]
     assert "OOM" in trials[3].data.tags["sweep.fail_reason"]
     assert [t.data.metrics["epochs_trained"] for t in trials] == [0, 2, 2, 0]
@@ -432,9 +439,11 @@ def test_a_hyperband_continuation_trains_on_from_the_checkpoint(
 ) -> None:
     """The recipe alone (the tuner's wiring is tested above): 1 epoch, then 2 more from its
     best weights, logged as epochs 2 and 3."""
+    from sweep.context import Progress, TrialContext
     from sweep.data import subset_and_split
-    from sweep.study import Progress
+    from sweep.recipe import train
     from sweep.tf_env import import_keras_quietly
+    from sweep.tuner import job_for
 
     keras = import_keras_quietly()
     loaded: list[Path] = []
@@ -451,23 +460,30 @@ def test_a_hyperband_continuation_trains_on_from_the_checkpoint(
     parent = tracker.study_run("hb", {})
     run_params = {"study": "hb", "seed": 0, "backend": "keras-tuner", "tuner": "hyperband"}
     printed = io.StringIO()
-    recipe = make_trial(
-        space, get_profile("quick"), split, tracker, parent, run_params, Progress(2, printed)
+    profile = get_profile("quick")
+    ctx = TrialContext(
+        space, profile, split, tracker, parent, run_params, Progress(2), isolate=False
     )
     params = {"learning_rate": 3e-3, "batch_size": 64, "kernel_size": 2, "patience": 4}
-    first = TunerTrial(0, "0", params, {"tuner/epochs": 1, "tuner/initial_epoch": 0},
-                       checkpoint=tmp_path / "0.weights.h5")  # fmt: skip
-    second = TunerTrial(1, "1", params, {"tuner/epochs": 3, "tuner/initial_epoch": 1,
-                                         "tuner/trial_id": "0"},
-                        checkpoint=tmp_path / "1.weights.h5", start_from=first.checkpoint)  # fmt: skip
-    recipe(first)
-    assert first.checkpoint.exists() and loaded == []
-    recipe(second)
-    assert loaded == [first.checkpoint]
+    tags = {"backend": "keras-tuner", "tuner": "hyperband"}
+
+    def checkpoint(trial_id: str) -> str:
+        return str(tmp_path / f"{trial_id}.weights.h5")
+
+    facts: dict[str, dict] = {"0": {}, "1": {}}
+    first_values = {**params, "tuner/epochs": 1, "tuner/initial_epoch": 0}
+    first = job_for("0", first_values, space, facts["0"], tags, checkpoint)
+    second_values = {**params, "tuner/epochs": 3, "tuner/initial_epoch": 1, "tuner/trial_id": "0"}
+    second = job_for("1", second_values, space, facts["1"], tags, checkpoint)
+    with lines_to(printed):
+        train(ctx, first)
+        assert first.checkpoint.exists() and loaded == []
+        train(ctx, second)
+    assert loaded == [first.checkpoint] and second.start_from == first.checkpoint
     assert "epochs=1->3  continues=trial 0" in printed.getvalue()
     assert "epoch   3/3" in printed.getvalue()
     client = tracker.client
-    run = client.get_run(second.user_attrs["mlflow_run_id"])
+    run = client.get_run(facts["1"]["mlflow_run_id"])
     assert run.data.params["tuner/initial_epoch"] == "1" and run.data.params["epochs"] == "3"
     assert run.data.metrics["epochs_trained"] == 2 and run.data.tags["backend"] == "keras-tuner"
     history = client.get_metric_history(run.info.run_id, "val_loss")

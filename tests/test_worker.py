@@ -74,8 +74,9 @@ def test_errors_come_back_with_the_childs_traceback() -> None:
         call_in_process(fail_with, "value", "bad kernel")
     assert "fail_with" in caught.value.child_traceback
     with pytest.raises(Diverged, match="^loss became nan at epoch 2$"):
-        call_in_process(fail_with, "diverged", "loss became nan at epoch 2",
-                        rebuild={"Diverged": Diverged})  # fmt: skip
+        call_in_process(
+            fail_with, "diverged", "loss became nan at epoch 2", rebuild={"Diverged": Diverged}
+        )
 
 
 def test_a_process_that_dies_fails_with_the_signal_named() -> None:

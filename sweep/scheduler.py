@@ -1,0 +1,239 @@
+"""The worker loop of an Optuna study, shared by any number of workers: what is left of the
+study-wide budget (plan), what to do next (next_step: a grid point, a queued trial, wait or
+stop), heartbeats while a trial runs, the retry of a trial whose worker died, and how a trial
+ended told to the storage. Decides and schedules; the objective (sweep.recipe) trains."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from sweep.errors import SweepError
+from sweep.points import key
+from sweep.space import SearchSpace
+from sweep.storage import GRACE_FACTOR
+from sweep.study import BUSY_STATES, DONE_STATES, in_space, point
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 30
+MAX_RETRY = 2
+Callback = Callable[[optuna.Study, FrozenTrial], None]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What this run does: `n_trials` new trials, the first ones re-running `retry` points."""
+
+    budget: int
+    done: int
+    n_trials: int
+    retry: tuple[dict[str, Any], ...] = ()
+
+
+def plan(study: optuna.Study | None, space: SearchSpace, budget: int | None = None) -> Plan:
+    """How many trials are left of the study-wide budget (`study` None: not created yet).
+    Only trials of points the space lists now count; in a grid, points already complete or
+    pruned are never run again; points whose only trials failed are queued again."""
+    budget = budget or space.n_trials
+    trials = study.get_trials(deepcopy=False) if study is not None else []
+    done_trials = [t for t in trials if t.state in DONE_STATES and in_space(t, space)]
+    if space.sampler != "grid":
+        left = max(0, budget - len(done_trials))
+        return Plan(budget, len(done_trials), left)
+    if budget > len(space.grid_points()):
+        raise SweepError(
+            f"--n-trials {budget} is more than the {len(space.grid_points())} points of the "
+            f"grid in {space.path}"
+        )
+    done_points = {key(t.params) for t in done_trials}
+    failed_points = {key(t.params) for t in trials if t.state == TrialState.FAIL}
+    retry = [p for p in space.grid_points() if key(p) in failed_points - done_points]
+    left = max(0, budget - len(done_points))
+    return Plan(budget, len(done_points), left, tuple(retry[:left]))
+
+
+def queue_retries(study: optuna.Study, todo: Plan) -> None:
+    """Grid points whose trials all failed get one more try when a worker starts (unless
+    another worker is running or has queued them)."""
+    busy = {key(point(t)) for t in study.get_trials(deepcopy=False, states=BUSY_STATES)}
+    for retry in todo.retry:
+        if key(retry) not in busy:
+            study.enqueue_trial(retry)
+
+
+@dataclass(frozen=True)
+class Step:
+    """What a worker does next: "run" (a queued trial, or `point` queued first), "wait" for
+    other workers' running trials (they may fail and need a retry), or "stop"."""
+
+    action: str
+    point: dict[str, Any] | None = None
+    busy: int = 0
+
+
+def next_step(study: optuna.Study, space: SearchSpace, budget: int) -> Step:
+    """Decide under the study lock, from what every worker has recorded: completed and pruned
+    trials count towards the budget; running and queued ones are taken. A grid point that is
+    done, running, queued or failed is not queued here (a worker's start queues failed points
+    once more, see queue_retries)."""
+    trials = study.get_trials(deepcopy=False)
+    done = [t for t in trials if t.state in DONE_STATES and in_space(t, space)]
+    busy = [t for t in trials if t.state in BUSY_STATES]
+    if len(done) >= budget:
+        return Step("stop")
+    if any(t.state == TrialState.WAITING for t in trials):
+        return Step("run")
+    if space.sampler == "grid":
+        taken = {key(point(t)) for t in trials if t.state != TrialState.WAITING}
+        if len({key(point(t)) for t in done}) + len(busy) < budget:
+            for candidate in space.grid_points():
+                if key(candidate) not in taken:
+                    return Step("run", candidate)
+    elif len(done) + len(busy) < budget:
+        return Step("run")
+    return Step("wait", busy=len(busy)) if busy else Step("stop")
+
+
+@contextmanager
+def heartbeat(storage: optuna.storages.BaseStorage, trial: optuna.Trial) -> Iterator[None]:
+    """Send the trial's heartbeat every interval while the body runs (Optuna's own heartbeat,
+    as study.optimize sends it), so a worker that dies leaves a stale trial behind."""
+    interval = storage.get_heartbeat_interval() if hasattr(storage, "record_heartbeat") else None
+    if not interval:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            storage.record_heartbeat(trial._trial_id)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def run_trial(study: optuna.Study, storage, trial: optuna.Trial, objective: Callable) -> None:
+    """One trial of the worker loop: heartbeat, objective, then tell the storage how it ended.
+    Failures are recorded (and reported by the objective), never raised; Ctrl-C is recorded
+    as a failed trial and raised."""
+    value, state = None, TrialState.COMPLETE
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    with heartbeat(storage, trial):
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned:
+            state = TrialState.PRUNED
+        except KeyboardInterrupt:
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        except Exception as exc:  # noqa: BLE001 - the objective records what it can
+            state = TrialState.FAIL
+            if "fail_reason" not in trial.user_attrs:  # it failed before its run existed
+                reason = f"{type(exc).__name__}: {exc}"
+                trial.set_user_attr("fail_reason", reason[:5000])
+                log.info("    -> failed: %s", reason.splitlines()[0][:300])
+    try:
+        study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+    except ValueError as exc:
+        # Another worker saw no heartbeat from this one for the grace period, failed the trial
+        # and queued it again; the queued copy will run, so this result is dropped.
+        log.info(
+            "    trial %d was already ended elsewhere (%s); its queued retry will run it again",
+            trial.number,
+            exc,
+        )
+
+
+@dataclass(frozen=True)
+class Worker:
+    """One worker on a study: takes trials under the study lock while its share of the budget
+    lasts. `callbacks(study, trial)` run after each trial ends, as in study.optimize; a
+    callback (or the objective) may call study.stop() to end the loop after that trial."""
+
+    study: optuna.Study
+    storage: optuna.storages.BaseStorage
+    space: SearchSpace
+    todo: Plan
+    lock: Callable[[], Any]
+    heartbeat_seconds: int | None = HEARTBEAT_SECONDS
+    callbacks: Sequence[Callback] = ()
+
+    def run(self, objective: Callable[[optuna.Trial], float]) -> None:
+        """The loop: under the lock, fail stale trials and take the next one; run it. A worker
+        starts at most as many trials as the budget had left when it started, so trials that
+        keep failing cannot loop forever."""
+        waiting, started = False, 0
+        with _stoppable(self.study):
+            while started < self.todo.n_trials and not self.study._stop_flag:
+                step, trial = self._take()
+                if step.action == "stop":
+                    return
+                if trial is None:
+                    if not waiting:
+                        grace = (self.heartbeat_seconds or 0) * GRACE_FACTOR
+                        log.info(
+                            "Waiting for %d trial(s) running elsewhere to end (a trial whose "
+                            "worker died is retried after %d s)",
+                            step.busy,
+                            grace,
+                        )
+                    waiting = True
+                    time.sleep(min(5.0, self.heartbeat_seconds or 5.0))
+                    continue
+                waiting, started = False, started + 1
+                run_trial(self.study, self.storage, trial, objective)
+                if self.callbacks:
+                    frozen = self.storage.get_trial(trial._trial_id)
+                    for callback in self.callbacks:
+                        callback(self.study, frozen)
+
+    def _take(self) -> tuple[Step, optuna.Trial | None]:
+        with self.lock(), warnings.catch_warnings():
+            # Optuna marks fail_stale_trials experimental, and warns that heartbeats are meant
+            # for study.optimize: this loop sends them itself (heartbeat()).
+            warnings.simplefilter("ignore")
+            optuna.storages.fail_stale_trials(self.study)
+            step = next_step(self.study, self.space, self.todo.budget)
+            if step.point is not None:
+                self.study.enqueue_trial(step.point)
+            return step, self.study.ask() if step.action == "run" else None
+
+
+@contextmanager
+def _stoppable(study: optuna.Study) -> Iterator[None]:
+    """Let study.stop() work inside this loop as inside study.optimize (Optuna keeps both flags
+    on the study: optuna/study/_optimize.py sets them the same way)."""
+    study._stop_flag = False
+    study._thread_local.in_optimize_loop = True
+    try:
+        yield
+    finally:
+        study._thread_local.in_optimize_loop = False
+
+
+def retry_stale(tracker: Any, heartbeat_seconds: int, study: optuna.Study, trial) -> None:
+    """A trial whose worker died: end its MLflow run as killed, then queue it again."""
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if run_id:
+        reason = f"worker lost: no heartbeat for {heartbeat_seconds * GRACE_FACTOR} s"
+        tracker.end_lost_run(run_id, reason)
+    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
