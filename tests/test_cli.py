@@ -200,7 +200,7 @@ def test_commands_that_train_nothing_import_no_tensorflow(tmp_path: Path) -> Non
         "import sys\n"
         "from sweep.cli import main\n"
         f"main(['--output', {str(tmp_path)!r}, 'studies'])\n"
-        "heavy = sorted(m for m in ('tensorflow', 'keras', 'mlflow') if m in sys.modules)\n"
+        "heavy = sorted(m for m in ('tensorflow', 'keras', 'mlflow', 'optuna') if m in sys.modules)\n"
         "print('heavy:', heavy)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

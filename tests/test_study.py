@@ -125,6 +125,28 @@ def test_tpe_budget_is_study_wide_and_failures_do_not_count(env, tmp_path: Path)
     assert len(by_state(study)["COMPLETE"]) == 5
 
 
+def test_a_callback_sees_each_ended_trial_and_study_stop_ends_the_run(env, tiny_space) -> None:
+    run, tracker, _ = env
+    seen: list[tuple[int, str]] = []
+
+    def stop_after_two(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        seen.append((trial.number, trial.state.name))
+        if len(seen) == 2:
+            study.stop()
+
+    space = load_space(tiny_space)
+    fake = FakeObjective(fail={"(2, 4)"})
+    study = run(space, fake, callbacks=[stop_after_two])
+    assert [state for _, state in seen] == [t.state.name for t in study.trials[:2]]
+    assert len(study.trials) == 2 and len(fake.calls) == 2
+    parent = tracker.client.search_runs(
+        [tracker.client.get_experiment_by_name("tiny").experiment_id], "tags.`sweep.role` = 'study'"
+    )[0]
+    assert parent.info.status == "FINISHED"
+    study = run(space, fake)  # a rerun continues with the point left
+    assert len(fake.calls) == 4 and sorted(by_state(study)) == ["COMPLETE", "FAIL"]
+
+
 def test_one_parent_run_per_study_holding_the_best_trial(env, tiny_space: Path) -> None:
     run, tracker, _ = env
     space = load_space(tiny_space)
