@@ -8,7 +8,8 @@ OUTPUT ?= runs
 PROFILE ?= quick
 ARGS ?=
 SWEEP = $(BIN)/sweep --output $(OUTPUT)
-RUN = $(SWEEP) run --profile $(PROFILE)
+JOBS ?=
+RUN = $(SWEEP) run --profile $(PROFILE) $(if $(JOBS),--jobs $(JOBS))
 DEBIAN_DATASET := /usr/share/datasets/fashion-mnist
 # Many workers: `make services`, then `make workers N=2 SPACE=filters`.
 PG_PORT ?= 5433
@@ -25,7 +26,7 @@ SPACE ?= filters
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*## "}; {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
-	@echo "  Variables: PROFILE=quick|full  OUTPUT=runs  ARGS='--n-trials 5 --set epochs=3'"
+	@echo "  Variables: PROFILE=quick|full  JOBS=auto|N  OUTPUT=runs  ARGS='--n-trials 5 --set epochs=3'"
 
 setup: $(STAMP) dataset ## Create .venv, install the package with test extras, and the dataset
 
@@ -89,11 +90,13 @@ services: setup ## Start PostgreSQL + an MLflow server on loopback, for many wor
 services-stop: $(STAMP) ## Stop the services started by `make services`
 	$(SWEEP) services stop
 
-workers: setup ## Run N workers (N=2) on search_spaces/$(SPACE).yaml over the services
+workers: setup ## Run N workers (N=2, JOBS=1 trials each, the cores shared) on search_spaces/$(SPACE).yaml over the services
 	@mkdir -p $(OUTPUT)/workers
 	@export PGPASSWORD="$${PGPASSWORD:-$$(cat $(OUTPUT)/services/password 2>/dev/null)}"; \
+	jobs=$${JOBS:-1}; threads=$$(( $$(nproc) / ($(N) * $$jobs) )); [ $$threads -ge 1 ] || threads=1; \
 	for i in $$(seq 1 $(N)); do \
-		( $(RUN) search_spaces/$(SPACE).yaml --storage $(STORAGE) --tracking-uri $(TRACKING) $(ARGS) 2>&1; \
+		( $(SWEEP) run --profile $(PROFILE) --jobs $$jobs --threads $$threads search_spaces/$(SPACE).yaml \
+		  --storage $(STORAGE) --tracking-uri $(TRACKING) $(ARGS) 2>&1; \
 		  echo "exit code $$?" ) | tee $(OUTPUT)/workers/worker-$$i.log | sed -u "s/^/[worker $$i] /" & \
 	done; wait; \
 	! grep -L "^exit code 0$$" $(OUTPUT)/workers/worker-*.log | grep -q .

@@ -6,6 +6,7 @@ import keras
 from keras import layers
 
 from models.config import AutoencoderConfig, check_depth
+from models.plan import layer_plan
 
 ENCODER_PREFIX = "enc_"
 # Keras' default (0.99) leaves the moving statistics far from the data's after the few hundred
@@ -22,31 +23,30 @@ def build_autoencoder(
     `jit_compile` goes to `Model.compile` (Keras' "auto" means XLA wherever it works).
 
     Layers are named `enc_s{stage}_conv{i}`, `enc_s{stage}_bn{i}`, `enc_s{stage}_pool`, then
-    `dec_...`, so the encoder can be cut out by name (see `extract_encoder`).
+    `dec_...`, so the encoder can be cut out by name (see `extract_encoder`); models.plan lists
+    them (and what they cost) without Keras.
     """
     check_depth(config.filters, config.pool_blocks, (input_shape[0], input_shape[1]))
     dtype = dtype_policy(config.precision)
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs
-    for s, stage in enumerate(config.stages, start=1):
-        for i, n in enumerate(stage, start=1):
-            x = _conv_bn(x, n, config.kernel_size, f"enc_s{s}", i, dtype)
-        if s <= config.pool_blocks:
-            x = layers.MaxPooling2D(2, name=f"enc_s{s}_pool", dtype=dtype)(x)
-    for s in range(len(config.stages), 0, -1):
-        for i, n in enumerate(reversed(config.stages[s - 1]), start=1):
-            x = _conv_bn(x, n, config.kernel_size, f"dec_s{s}", i, dtype)
-        if s <= config.pool_blocks:
-            x = layers.UpSampling2D(2, name=f"dec_s{s}_up", dtype=dtype)(x)
-    outputs = layers.Conv2D(
-        input_shape[-1],
-        config.kernel_size,
-        padding="same",
-        activation="sigmoid",
-        dtype="float32",
-        name="reconstruction",
-    )(x)
-    model = keras.Model(inputs, outputs, name="autoencoder")
+    for layer in layer_plan(config, input_shape):
+        if layer.kind == "conv":
+            x = _conv_bn(x, layer.channels, config.kernel_size, layer.prefix, layer.index, dtype)
+        elif layer.kind == "pool":
+            x = layers.MaxPooling2D(2, name=layer.name, dtype=dtype)(x)
+        elif layer.kind == "up":
+            x = layers.UpSampling2D(2, name=layer.name, dtype=dtype)(x)
+        else:
+            x = layers.Conv2D(
+                layer.channels,
+                config.kernel_size,
+                padding="same",
+                activation="sigmoid",
+                dtype="float32",
+                name=layer.name,
+            )(x)
+    model = keras.Model(inputs, x, name="autoencoder")
     optimizer = keras.optimizers.Adam(config.learning_rate)
     if dtype == "mixed_float16":  # float16 gradients underflow without loss scaling
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)

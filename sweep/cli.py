@@ -112,7 +112,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     profile = get_profile(args.profile)
     if args.n_trials is not None and args.n_trials < 1:
         raise SweepError(f"--n-trials must be at least 1, got {args.n_trials}")
+    from sweep.slots import parse_gpus, parse_jobs
+
+    jobs = parse_jobs(args.jobs) or profile.jobs
+    gpus = parse_gpus(args.gpus)
     if args.backend == "keras-tuner":
+        from sweep.slots import choose
+
+        choose(parse_jobs(args.jobs), to_run=1, threads=args.threads, can_share=False)
         return run_keras_tuner(args, space, profile)
     source, storage, uri = data_source(args), storage_url(args), tracking_uri(args)
 
@@ -139,6 +146,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             encoder=encoder,
             heartbeat_seconds=args.heartbeat or None,
             isolate=not args.in_process,
+            jobs=jobs,
+            threads=args.threads,
+            gpus=gpus,
         )
     print(describe_best(study, space))
     print(BROWSE_HINT)

@@ -81,6 +81,25 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "is failed and retried by a live worker",
     )
     run.add_argument(
+        "--jobs",
+        metavar="N|auto",
+        help="trials trained at once, each in its own process with its share of the cores "
+        "(default: the profile's, auto: from the cores, memory and GPUs)",
+    )
+    run.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="threads per trial (default: the cores divided among the jobs; with one job, "
+        "TensorFlow's own default)",
+    )
+    run.add_argument(
+        "--gpus",
+        metavar="0,1|none",
+        help="GPUs the trials use, round-robin, each trial seeing only its own (default: all "
+        "visible under --jobs auto)",
+    )
+    run.add_argument(
         "--in-process",
         action="store_true",
         help="train autoencoder trials in this process, not one process each (for "

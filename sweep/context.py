@@ -5,6 +5,7 @@ backends' runners build their context here, so the set-up is written once."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -14,25 +15,37 @@ from sweep.data import DataSource, Split, load_training
 from sweep.errors import SweepError
 from sweep.points import kept_note
 from sweep.profiles import Profile
+from sweep.signals import StopToken
+from sweep.slots import Slot
 from sweep.space import SearchSpace, format_value, nothing_left
 
 log = logging.getLogger(__name__)
 
 
 class Progress:
-    """Readable progress lines: one per trial start and end, one per epoch."""
+    """Readable progress lines: one per trial start and end, one per epoch. Epoch and end lines
+    carry the trial's number (`[t3]`), so the lines of trials running at once read apart; the
+    start line says how many run at once when more than one does (`running()`)."""
 
-    def __init__(self, total: int) -> None:
-        self.total, self.count = total, 0
+    def __init__(self, total: int, running: Callable[[], int] | None = None) -> None:
+        self.total, self.count, self.running = total, 0, running
+        self._lock = threading.Lock()
 
     def trial_started(self, number: int, params: dict[str, Any]) -> None:
-        self.count += 1
+        with self._lock:
+            self.count += 1
+            count = self.count
         shown = "  ".join(f"{k}={format_value(v)}" for k, v in params.items())
-        log.info("[%d/%d] trial %d: %s", self.count, self.total, number, shown)
+        busy = self.running() if self.running is not None else 1
+        at_once = f"  ({busy} running)" if busy > 1 else ""
+        log.info("[%d/%d] trial %d: %s%s", count, self.total, number, shown, at_once)
 
-    def epoch(self, epoch: int, epochs: int, logs: dict[str, float], seconds: float) -> None:
+    def epoch(
+        self, number: int, epoch: int, epochs: int, logs: dict[str, float], seconds: float
+    ) -> None:
         log.info(
-            "    epoch %3d/%s  loss %.5f  val_loss %.5f  %6.1f s",
+            "    [t%d] epoch %3d/%s  loss %.5f  val_loss %.5f  %6.1f s",
+            number,
             epoch,
             epochs,
             logs["loss"],
@@ -40,15 +53,17 @@ class Progress:
             seconds,
         )
 
-    def trial_ended(self, state: str, detail: str) -> None:
-        log.info("    -> %s: %s", state, detail)
+    def trial_ended(self, number: int, state: str, detail: str) -> None:
+        log.info("    [t%d] -> %s: %s", number, state, detail)
 
 
 @dataclass(frozen=True)
 class TrialContext:
     """One run's trials' shared inputs: the space and profile, the split, the MLflow parent run
     and the params every trial run records. `encoder` and `n_classes` serve classifier spaces;
-    `isolate` trains each autoencoder trial in a process of its own (sweep.worker)."""
+    `isolate` trains each autoencoder trial in a process of its own (sweep.worker), confined to
+    `slot`'s threads and GPU; `stop` ends that process when another thread caught Ctrl-C.
+    `jobs` is how many trials the run trains at once."""
 
     space: SearchSpace
     profile: Profile
@@ -60,6 +75,9 @@ class TrialContext:
     encoder: Any = None
     n_classes: int = 0
     isolate: bool = True
+    slot: Slot = field(default_factory=lambda: Slot(0))
+    jobs: int = 1
+    stop: StopToken | None = None
 
     @property
     def seed(self) -> int:

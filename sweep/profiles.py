@@ -10,7 +10,8 @@ from sweep.errors import SweepError
 
 @dataclass(frozen=True)
 class Profile:
-    """`subset` images of the training file (None: all) are split 80/20 into train/validation."""
+    """`subset` images of the training file (None: all) are split 80/20 into train/validation;
+    `jobs` trials train at once unless `--jobs` says (sweep.slots: "auto" from the machine)."""
 
     name: str
     subset: int | None
@@ -18,6 +19,7 @@ class Profile:
     patience: int
     val_fraction: float = 0.2
     precision: str = "auto"
+    jobs: int | str = "auto"
 
     def apply(self, config: AutoencoderConfig) -> AutoencoderConfig:
         """Fill the config's unset epochs and patience with this profile's, and settle an

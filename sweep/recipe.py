@@ -11,6 +11,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,7 @@ def trial_run(ctx: TrialContext, job: Job) -> Iterator[tuple[Any, Any, Split, fl
     except Exception as exc:  # noqa: BLE001 - raised again inside the run, which records it
         failure = exc
     params.update(job.logged)
+    params.update(ctx.slot.record(ctx.jobs))
     study = ctx.run_params["study"]
     with (
         ctx.tracker.trial_run(ctx.parent_run_id, study, job.number, params) as run,
@@ -121,7 +123,7 @@ def recorded(ctx: TrialContext, job: Job, run: Any, started: float) -> Iterator[
         job.set_user_attr("train_seconds", seconds)
         run.log_results({"train_seconds": seconds})
         run.finish("pruned", reason=str(exc))
-        ctx.progress.trial_ended("pruned", f"{exc} ({seconds:.1f} s)")
+        ctx.progress.trial_ended(job.number, "pruned", f"{exc} ({seconds:.1f} s)")
         raise
     except Exception as exc:
         plain = isinstance(exc, Diverged | TrialProcessError)
@@ -130,7 +132,7 @@ def recorded(ctx: TrialContext, job: Job, run: Any, started: float) -> Iterator[
         child = getattr(exc, "child_traceback", None)
         run.log_text(child or traceback.format_exc(), "traceback.txt")
         run.finish("failed", reason=reason)
-        ctx.progress.trial_ended("failed", reason)
+        ctx.progress.trial_ended(job.number, "failed", reason)
         raise
     finally:
         release(graphs)
@@ -140,7 +142,7 @@ def train_autoencoder(ctx: TrialContext, job: Job) -> float:
     """Build, fit with per-epoch events (logged, reported for pruning), save, return the best
     val_loss. With `ctx.isolate` the training runs in a process of its own (sweep.worker): memory
     does not grow from trial to trial and a crash fails that trial alone."""
-    from sweep.tf_env import use_xla
+    from sweep.tf_env import confine, use_xla
     from sweep.training import Diverged, train_trial
     from sweep.worker import call_in_process
 
@@ -154,6 +156,9 @@ def train_autoencoder(ctx: TrialContext, job: Job) -> float:
             if event[0] == "built":
                 facts.update(event[1])
                 job.set_user_attr("param_count", facts["param_count"])
+                for key, value in facts["runtime"].items():
+                    job.set_user_attr(key, value)
+                run.log_params(facts["runtime"])
                 run.log_text(facts["summary"], "model_summary.txt")
                 run.log_dict(facts["architecture"], "architecture.json")
                 return
@@ -163,16 +168,23 @@ def train_autoencoder(ctx: TrialContext, job: Job) -> float:
                 job.set_user_attr(EPOCHS_METRIC, epoch)
             step = job.initial_epoch + epoch
             run.log_epoch(step, {"loss": logs["loss"], "val_loss": logs["val_loss"]})
-            ctx.progress.epoch(step, config.epochs, logs, time.perf_counter() - started)
+            ctx.progress.epoch(job.number, step, config.epochs, logs, time.perf_counter() - started)
             job.report(step, logs["val_loss"])
 
         to_train = config.replace(epochs=max(1, config.epochs - job.initial_epoch))
         model_path = str(Path(tmp) / "model.keras")
-        args = (to_train, data, ctx.seed, use_xla(), model_path, job.start_from, job.checkpoint)
+        xla = use_xla() and ctx.slot.gpu != ""  # a slot kept off the GPUs trains on the CPU
+        args = (to_train, data, ctx.seed, xla, model_path, job.start_from, job.checkpoint)
         peak_mib = None
         if ctx.isolate:
-            rebuild = {"Diverged": Diverged}
-            fit, peak_mib = call_in_process(train_trial, *args, on_event=on_event, rebuild=rebuild)
+            fit, peak_mib = call_in_process(
+                train_trial,
+                *args,
+                on_event=on_event,
+                rebuild={"Diverged": Diverged},
+                prepare=partial(confine, ctx.slot.threads, ctx.slot.gpu),
+                stop=ctx.stop,
+            )
             job.set_user_attr("peak_rss_mib", round(peak_mib, 1))
         else:
             fit = train_trial(on_event, *args)
@@ -192,6 +204,7 @@ def train_autoencoder(ctx: TrialContext, job: Job) -> float:
             job.set_user_attr(key, results[key])
         run.log_model(model_path)
         ctx.progress.trial_ended(
+            job.number,
             "complete",
             f"best val_loss {fit.best_val_loss:.5f} at epoch {best_epoch}, "
             f"{facts['param_count']:,} params, {fit.seconds:.1f} s",
@@ -226,5 +239,7 @@ def train_classifier(ctx: TrialContext, job: Job) -> float:
         job.set_user_attr("train_seconds", seconds)
         job.set_user_attr("phase_boundary", boundary)
         run.log_results({"best_val_accuracy": best})
-        ctx.progress.trial_ended("complete", f"best val_accuracy {best:.4f}, {seconds:.1f} s")
+        ctx.progress.trial_ended(
+            job.number, "complete", f"best val_accuracy {best:.4f}, {seconds:.1f} s"
+        )
         return best

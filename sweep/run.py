@@ -1,11 +1,13 @@
 """A sweep run on the Optuna backend, the thin entry the CLI calls: plan the study's budget,
-check the data and the space, open the study and its MLflow parent run, then one worker's
-loop (sweep.scheduler) over the trial recipe (sweep.recipe)."""
+choose the slots (sweep.slots), check the data and the space, open the study and its MLflow
+parent run, then one worker loop per slot (sweep.scheduler) over the trial recipe
+(sweep.recipe)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -19,11 +21,15 @@ from sweep.recipe import Job, train
 from sweep.scheduler import (
     HEARTBEAT_SECONDS,
     Callback,
+    Shared,
     Worker,
+    by_cost,
     plan,
     queue_retries,
     retry_stale,
+    run_slots,
 )
+from sweep.slots import AUTO, Slots
 from sweep.space import SearchSpace
 from sweep.storage import StudyLock, open_storage
 from sweep.study import align_choices, best_summary, find_study, not_in_space, open_study
@@ -72,11 +78,15 @@ def run_sweep(
     heartbeat_seconds: int | None = HEARTBEAT_SECONDS,
     isolate: bool = True,
     callbacks: Sequence[Callback] = (),
+    jobs: int | str | None = 1,
+    threads: int | None = None,
+    gpus: tuple[str, ...] | None = None,
 ) -> optuna.Study:
     """Work on the space's study until its study-wide budget is spent (or a callback calls
-    study.stop()): one worker, which any number of others (same storage and tracking server)
-    may join at any time. A classifier space needs `encoder` (an EncoderSource); `isolate=False`
-    trains autoencoder trials in this process instead of one process each."""
+    study.stop()): one worker per slot (`jobs` trials at once, "auto": as many as the machine
+    runs well, see sweep.slots), which any number of other processes (same storage and tracking
+    server) may join at any time. A classifier space needs `encoder` (an EncoderSource);
+    `isolate=False` trains autoencoder trials in this process instead of one process each."""
     if space.kind == "classifier" and encoder is None:
         raise SweepError(f"{space.path} trains a classifier: pass --encoder-from or run a sweep")
     on_stale = partial(retry_stale, tracker, heartbeat_seconds)
@@ -85,12 +95,14 @@ def run_sweep(
     with lock():
         study = find_study(space, storage)
         todo = plan(study, space, n_trials)
+    can_share = isolate and space.kind == "autoencoder"
+    check_jobs(jobs, threads, can_share)
     outside = not_in_space(study, space)
     if not announce(
         space.study, space.describe(), todo.done, todo.budget, todo.n_trials, outside, space
     ):
         return study
-    if isolate and space.kind == "autoencoder":
+    if can_share:
         from sweep.worker import start_server
 
         start_server()  # its Keras import overlaps loading the data
@@ -101,6 +113,8 @@ def run_sweep(
         from sweep.classify import check_inputs
 
         check_inputs(profile.apply(space.base), ready.split, ready.n_classes, encoder)
+    slots = choose_slots(jobs, threads, gpus, todo.n_trials, can_share, ready.split)
+    log.info("Slots: %s", slots.describe())
     with lock():
         study = open_study(space, storage)
         space = align_choices(study, space, storage)
@@ -108,7 +122,9 @@ def run_sweep(
             study = open_study(space, storage)  # a fresh cache of the widened choices
         settings = {"sampler": space.sampler, "pruner": space.pruner, "n_trials": todo.budget}
         parent = tracker.study_run(space.study, {**ready.run_params, **settings})
+        tracker.tag_run(parent, slot_tags(slots))
         queue_retries(study, todo)
+    shared = Shared(todo.n_trials)
     ctx = TrialContext(
         space,
         profile,
@@ -116,13 +132,86 @@ def run_sweep(
         tracker,
         parent,
         ready.run_params,
-        Progress(todo.n_trials),
+        Progress(todo.n_trials, lambda: shared.running),
         encoder,
         ready.n_classes,
         isolate,
+        jobs=slots.jobs,
+        stop=shared.stop,
     )
-    objective = make_objective(ctx)
-    worker = Worker(study, storage, space, todo, lock, heartbeat_seconds, callbacks)
+    order = grid_order(space, profile, ready.split) if space.sampler == "grid" else ()
+    workers, objectives = [], []
+    for index in range(slots.jobs):
+        worker = Worker(
+            study, storage, space, todo, lock, heartbeat_seconds, callbacks, shared, order, index
+        )
+        workers.append(worker)
+        objectives.append(make_objective(replace(ctx, slot=slots.slot(index))))
     with parent_run_ended(tracker, parent, lambda: best_summary(study, space)):
-        worker.run(objective)
+        run_slots(workers, objectives)
     return study
+
+
+def check_jobs(jobs: int | str | None, threads: int | None, can_share: bool) -> None:
+    """Refuse what the run cannot do before anything is loaded (sweep.slots.choose's checks)."""
+    from sweep.slots import choose
+
+    choose(jobs, to_run=1, threads=threads, gpus=(), can_share=can_share, cores=1, memory=0)
+
+
+def choose_slots(
+    jobs: int | str | None,
+    threads: int | None,
+    gpus: tuple[str, ...] | None,
+    to_run: int,
+    can_share: bool,
+    split: Any,
+) -> Slots:
+    """The run's slots (sweep.slots.choose), from the machine's GPUs and the size of the split
+    each trial's process gets a copy of."""
+    from sweep.slots import choose
+
+    visible = 0
+    if can_share and gpus is None and jobs in (None, AUTO):
+        from sweep.tf_env import gpu_count
+
+        visible = gpu_count()
+    data_bytes = split.x_train.nbytes + split.x_val.nbytes
+    return choose(
+        jobs,
+        to_run=to_run,
+        threads=threads,
+        gpus=gpus,
+        visible_gpus=visible,
+        data_bytes=data_bytes,
+        can_share=can_share,
+    )
+
+
+def slot_tags(slots: Slots) -> dict[str, str]:
+    """The MLflow tags of the parent run that say how its latest run shared the machine."""
+    return {
+        "sweep.jobs": str(slots.jobs),
+        "sweep.threads_per_trial": str(slots.threads or "default"),
+        "sweep.gpus": ",".join(slots.gpus) or "none",
+        "sweep.slots": slots.describe(),
+    }
+
+
+def grid_order(space: SearchSpace, profile: Profile, split: Any) -> tuple[dict[str, Any], ...]:
+    """The grid's points, most expensive first: cost estimated as multiply-adds per image x
+    training images x epochs (models.plan), so the longest trial does not run alone at the end.
+    Points whose config cannot be built keep their place (they fail when their turn comes)."""
+    if space.kind != "autoencoder":
+        return tuple(space.grid_points())
+    from models.plan import training_cost
+
+    def cost(point: dict[str, Any]) -> float | None:
+        try:
+            config = profile.apply(space.config_for(space.decode(point)))
+            images = len(split.take(config.train_size, config.val_size).x_train)
+            return training_cost(config, split.input_shape, images)
+        except Exception:  # noqa: BLE001 - an unbuildable point fails as its own trial
+            return 0.0
+
+    return by_cost(space.grid_points(), cost)

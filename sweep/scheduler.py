@@ -9,7 +9,6 @@ import logging
 import os
 import socket
 import threading
-import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweep.errors import SweepError
 from sweep.points import key
+from sweep.signals import StopToken
 from sweep.space import SearchSpace
 from sweep.storage import GRACE_FACTOR
 from sweep.study import BUSY_STATES, DONE_STATES, in_space, point
@@ -76,18 +76,27 @@ def queue_retries(study: optuna.Study, todo: Plan) -> None:
 @dataclass(frozen=True)
 class Step:
     """What a worker does next: "run" (a queued trial, or `point` queued first), "wait" for
-    other workers' running trials (they may fail and need a retry), or "stop"."""
+    running trials (`busy`, `elsewhere` of them in other processes: they may fail and need a
+    retry), or "stop"."""
 
     action: str
     point: dict[str, Any] | None = None
     busy: int = 0
+    elsewhere: int = 0
 
 
-def next_step(study: optuna.Study, space: SearchSpace, budget: int) -> Step:
+def next_step(
+    study: optuna.Study,
+    space: SearchSpace,
+    budget: int,
+    order: Sequence[dict[str, Any]] | None = None,
+    here: str = "",
+) -> Step:
     """Decide under the study lock, from what every worker has recorded: completed and pruned
     trials count towards the budget; running and queued ones are taken. A grid point that is
     done, running, queued or failed is not queued here (a worker's start queues failed points
-    once more, see queue_retries)."""
+    once more, see queue_retries); the first free one in `order` is (default: the file's order).
+    Running trials whose worker attr starts with `here` are this process's own."""
     trials = study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state in DONE_STATES and in_space(t, space)]
     busy = [t for t in trials if t.state in BUSY_STATES]
@@ -98,12 +107,26 @@ def next_step(study: optuna.Study, space: SearchSpace, budget: int) -> Step:
     if space.sampler == "grid":
         taken = {key(point(t)) for t in trials if t.state != TrialState.WAITING}
         if len({key(point(t)) for t in done}) + len(busy) < budget:
-            for candidate in space.grid_points():
+            for candidate in order or space.grid_points():
                 if key(candidate) not in taken:
                     return Step("run", candidate)
     elif len(done) + len(busy) < budget:
         return Step("run")
-    return Step("wait", busy=len(busy)) if busy else Step("stop")
+    running = [t for t in busy if t.state == TrialState.RUNNING]
+    elsewhere = [t for t in running if not str(t.user_attrs.get("worker", "")).startswith(here)]
+    return Step("wait", busy=len(busy), elsewhere=len(elsewhere)) if busy else Step("stop")
+
+
+def by_cost(
+    points: Sequence[dict[str, Any]], cost: Callable[[dict[str, Any]], float | None]
+) -> tuple[dict[str, Any], ...]:
+    """The grid's points, most expensive first (a stable sort: equal or unknown costs keep the
+    file's order), so the longest trial starts first instead of running alone at the end."""
+    costs = [cost(p) for p in points]
+    if any(c is None for c in costs):
+        return tuple(points)
+    ranked = sorted(range(len(points)), key=lambda i: -costs[i])
+    return tuple(points[i] for i in ranked)
 
 
 @contextmanager
@@ -136,7 +159,6 @@ def run_trial(study: optuna.Study, storage, trial: optuna.Trial, objective: Call
     Failures are recorded (and reported by the objective), never raised; Ctrl-C is recorded
     as a failed trial and raised."""
     value, state = None, TrialState.COMPLETE
-    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     with heartbeat(storage, trial):
         try:
             value = objective(trial)
@@ -150,7 +172,7 @@ def run_trial(study: optuna.Study, storage, trial: optuna.Trial, objective: Call
             if "fail_reason" not in trial.user_attrs:  # it failed before its run existed
                 reason = f"{type(exc).__name__}: {exc}"
                 trial.set_user_attr("fail_reason", reason[:5000])
-                log.info("    -> failed: %s", reason.splitlines()[0][:300])
+                log.info("    [t%d] -> failed: %s", trial.number, reason.splitlines()[0][:300])
     try:
         study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
     except ValueError as exc:
@@ -163,11 +185,48 @@ def run_trial(study: optuna.Study, storage, trial: optuna.Trial, objective: Call
         )
 
 
+class Shared:
+    """What the slots of one sweep process share: how many trials the run may still start (as
+    many as the budget had left when it began, so trials that keep failing cannot loop forever),
+    how many are running now, and the stop the main thread signals on Ctrl-C or SIGTERM."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.started, self.running = limit, 0, 0
+        self.stop = StopToken()
+        self.failure: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def claim(self) -> bool:
+        """Take one of the run's trial starts, if any is left."""
+        with self._lock:
+            if self.started >= self.limit:
+                return False
+            self.started += 1
+            return True
+
+    @contextmanager
+    def one_running(self) -> Iterator[None]:
+        with self._lock:
+            self.running += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+def process_name() -> str:
+    """This process as trials record who runs them: host:pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 @dataclass(frozen=True)
 class Worker:
     """One worker on a study: takes trials under the study lock while its share of the budget
-    lasts. `callbacks(study, trial)` run after each trial ends, as in study.optimize; a
-    callback (or the objective) may call study.stop() to end the loop after that trial."""
+    lasts. A sweep process runs one worker per slot, all sharing `shared`; `order` is the grid's
+    points in the order to start them. `callbacks(study, trial)` run after each trial ends, as
+    in study.optimize; a callback (or the objective) may call study.stop() to end every slot's
+    loop after its trial."""
 
     study: optuna.Study
     storage: optuna.storages.BaseStorage
@@ -176,53 +235,117 @@ class Worker:
     lock: Callable[[], Any]
     heartbeat_seconds: int | None = HEARTBEAT_SECONDS
     callbacks: Sequence[Callback] = ()
+    shared: Shared | None = None
+    order: tuple[dict[str, Any], ...] = ()
+    slot: int = 0
 
     def run(self, objective: Callable[[optuna.Trial], float]) -> None:
-        """The loop: under the lock, fail stale trials and take the next one; run it. A worker
-        starts at most as many trials as the budget had left when it started, so trials that
-        keep failing cannot loop forever."""
-        waiting, started = False, 0
-        with _stoppable(self.study):
-            while started < self.todo.n_trials and not self.study._stop_flag:
-                step, trial = self._take()
+        """The loop: under the lock, fail stale trials and take the next one; run it. Trials
+        running elsewhere (other processes) are waited for, since one may fail and need a retry;
+        when only this process's other slots are busy, this slot is done."""
+        shared = self.shared or Shared(self.todo.n_trials)
+        waiting = False
+        with _in_loop(self.study):
+            while not self.study._stop_flag:
+                shared.stop.check()
+                step, trial = self._take(shared)
                 if step.action == "stop":
                     return
                 if trial is None:
+                    if not step.elsewhere:
+                        return
                     if not waiting:
                         grace = (self.heartbeat_seconds or 0) * GRACE_FACTOR
                         log.info(
                             "Waiting for %d trial(s) running elsewhere to end (a trial whose "
                             "worker died is retried after %d s)",
-                            step.busy,
+                            step.elsewhere,
                             grace,
                         )
                     waiting = True
-                    time.sleep(min(5.0, self.heartbeat_seconds or 5.0))
+                    shared.stop.wait(min(5.0, self.heartbeat_seconds or 5.0))
                     continue
-                waiting, started = False, started + 1
-                run_trial(self.study, self.storage, trial, objective)
+                waiting = False
+                with shared.one_running():
+                    run_trial(self.study, self.storage, trial, objective)
                 if self.callbacks:
                     frozen = self.storage.get_trial(trial._trial_id)
                     for callback in self.callbacks:
                         callback(self.study, frozen)
 
-    def _take(self) -> tuple[Step, optuna.Trial | None]:
+    def _take(self, shared: Shared) -> tuple[Step, optuna.Trial | None]:
+        here = process_name()
         with self.lock(), warnings.catch_warnings():
             # Optuna marks fail_stale_trials experimental, and warns that heartbeats are meant
             # for study.optimize: this loop sends them itself (heartbeat()).
             warnings.simplefilter("ignore")
             optuna.storages.fail_stale_trials(self.study)
-            step = next_step(self.study, self.space, self.todo.budget)
+            step = next_step(self.study, self.space, self.todo.budget, self.order, here + "/")
+            if step.action != "run":
+                return step, None
+            if not shared.claim():
+                return Step("stop"), None
             if step.point is not None:
                 self.study.enqueue_trial(step.point)
-            return step, self.study.ask() if step.action == "run" else None
+            trial = self.study.ask()
+            # Recorded under the lock, so another slot deciding next sees whose trial it is.
+            trial.set_user_attr("worker", f"{here}/{self.slot}")
+            return step, trial
+
+
+def run_slots(workers: Sequence[Worker], objectives: Sequence[Callable]) -> None:
+    """Run the workers of one process's slots at once: the first in this (the main) thread, the
+    others in threads of their own, each training in trial processes of its own. Ctrl-C or
+    SIGTERM reaches the main thread: every slot's running trial is then ended and recorded as
+    stopped, and the interruption raised here once they are. An unexpected error in one slot
+    lets the others finish their trials, then is raised here."""
+    study = workers[0].study
+    shared = workers[0].shared
+    assert shared is not None and all(w.shared is shared for w in workers)
+    study._stop_flag = False
+    threads = [
+        threading.Thread(target=_slot_thread, args=(w, o), name=f"slot-{w.slot}", daemon=True)
+        for w, o in zip(workers[1:], objectives[1:], strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        workers[0].run(objectives[0])
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.2)
+    except KeyboardInterrupt as exc:
+        shared.stop.stop(exc)
+        _join(threads)
+        raise
+    except BaseException:
+        study._stop_flag = True
+        _join(threads)
+        raise
+    if shared.failure is not None:
+        raise shared.failure
+
+
+def _slot_thread(worker: Worker, objective: Callable) -> None:
+    try:
+        worker.run(objective)
+    except KeyboardInterrupt:
+        pass  # the main thread stopped the run; this slot's trial is recorded as stopped
+    except BaseException as exc:  # noqa: BLE001 - raised again in the main thread
+        worker.study._stop_flag = True
+        if worker.shared is not None and worker.shared.failure is None:
+            worker.shared.failure = exc
+
+
+def _join(threads: Sequence[threading.Thread]) -> None:
+    for thread in threads:
+        thread.join()
 
 
 @contextmanager
-def _stoppable(study: optuna.Study) -> Iterator[None]:
-    """Let study.stop() work inside this loop as inside study.optimize (Optuna keeps both flags
-    on the study: optuna/study/_optimize.py sets them the same way)."""
-    study._stop_flag = False
+def _in_loop(study: optuna.Study) -> Iterator[None]:
+    """Let study.stop() work inside this loop as inside study.optimize (Optuna keeps the flag
+    per thread: optuna/study/_optimize.py sets it the same way; run_slots clears the stop)."""
     study._thread_local.in_optimize_loop = True
     try:
         yield

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from types import FrameType
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -56,3 +57,31 @@ def _already_stopping(signum: int, frame: FrameType | None) -> None:
         os._exit(128 + signum)
     _ignored.append(signum)
     os.write(2, f"{name}: already stopping, cleaning up (once more to stop at once)\n".encode())
+
+
+class StopToken:
+    """How the main thread stops the trials other threads are running (several trials at
+    once): `stop(exc)` with the KeyboardInterrupt it caught; each thread's `check()` then raises
+    the same kind of interruption there, so its trial is recorded as Ctrl-C's or SIGTERM's."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._reason: KeyboardInterrupt | None = None
+
+    def stop(self, reason: KeyboardInterrupt) -> None:
+        self._reason = reason
+        self._event.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        """Raise the stop's interruption in this thread, if the run was stopped."""
+        if self._event.is_set():
+            raise type(self._reason)() if self._reason is not None else KeyboardInterrupt()
+
+    def wait(self, seconds: float) -> None:
+        """Sleep up to `seconds`, raising as soon as the run is stopped."""
+        self._event.wait(seconds)
+        self.check()

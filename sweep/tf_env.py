@@ -10,6 +10,12 @@ import sys
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# TensorFlow turns its oneDNN kernels on by itself only on CPUs with AVX-512 VNNI, BF16 or AMX;
+# elsewhere (AVX2-only CPUs, most laptops and small cloud machines) convolutions fall back to
+# kernels built without AVX2/FMA, and trained at a half to two thirds of oneDNN's images/s on
+# the README's 2-core AVX2 EPYC (benchmarks/onednn.py). Set TF_ENABLE_ONEDNN_OPTS=0 to turn it
+# off; TensorFlow reads it when it loads, so it is set here, before any import of it.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 # JAX: a trial takes the GPU memory it needs, not 75% of it up front (sweep.worker)
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
@@ -136,3 +142,62 @@ def precision_note(precision: str) -> str | None:
         "precision mixed_bfloat16 on this CPU (no AVX512_BF16 or AMX bfloat16 instructions) is "
         "emulated and trains slower than float32; use float32 or auto"
     )
+
+
+def confine(threads: int | None, gpu: str | None) -> None:
+    """In a trial's own process, before its backend touches a device: use at most `threads`
+    threads (TensorFlow's intra- and inter-op pools, OpenMP, and BLAS libraries not loaded yet)
+    and see only GPU `gpu` ("" none; None leaves the devices alone), with its memory taken as
+    needed so several trials can share it. The sweep process itself is never confined."""
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    if threads:
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[name] = str(threads)
+        os.environ["TF_NUM_INTRAOP_THREADS"] = os.environ["TF_NUM_INTEROP_THREADS"] = str(threads)
+    keras = import_keras_quietly(initialise=False)
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if threads:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        for device in tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.set_memory_growth(device, True)
+    elif backend == "jax" and threads == 1:
+        flags = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
+    elif backend == "torch" and threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def runtime_settings() -> dict[str, int]:
+    """What this process's backend trains with, as a trial records it: its thread pools (0: the
+    library's default) and whether TensorFlow's oneDNN kernels are on."""
+    keras = import_keras_quietly(initialise=False)
+    if keras.backend.backend() != "tensorflow":
+        return {}
+    import tensorflow as tf
+
+    return {
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+        "onednn": int(os.environ.get("TF_ENABLE_ONEDNN_OPTS", "0") not in ("0", "false", "")),
+    }
+
+
+def gpu_count() -> int:
+    """How many GPUs Keras' backend sees (asked without initialising any device)."""
+    keras = import_keras_quietly(initialise=False)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return len(tf.config.list_physical_devices("GPU"))
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return len(jax.devices("gpu")) if jax.default_backend() == "gpu" else 0
+    return 0

@@ -200,6 +200,10 @@ class Tracker:
         self.client.log_batch(run.info.run_id, params=_params(params))
         return run.info.run_id
 
+    def tag_run(self, run_id: str, tags: dict[str, str]) -> None:
+        """Set tags on a run (they replace the same tags set before, unlike params)."""
+        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
     def end_study_run(self, run_id: str, summary: dict[str, Any], status: str = "FINISHED") -> None:
         """Record the study's best trial on the parent run, tag that trial's run, close both."""
         metrics = {k: v for k, v in summary.items() if isinstance(v, (int, float))}
@@ -292,6 +296,9 @@ class TrialRun:
         self.client.log_batch(
             self.run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in metrics.items()]
         )
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self.client.log_batch(self.run_id, params=_params(params))
 
     def log_results(self, metrics: dict[str, float]) -> None:
         self.log_epoch(0, metrics)

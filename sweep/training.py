@@ -10,7 +10,7 @@ from pathlib import Path
 
 from models.config import AutoencoderConfig
 from sweep.data import Split
-from sweep.tf_env import import_keras_quietly
+from sweep.tf_env import import_keras_quietly, runtime_settings
 
 keras = import_keras_quietly(initialise=False)  # devices start with the first fit
 
@@ -128,6 +128,7 @@ def train_trial(
         "param_count": model.count_params(),
         "summary": model_summary(model),
         "architecture": architecture_rows(model),
+        "runtime": runtime_settings(),
     }
     report(("built", facts))
     fit = fit_autoencoder(model, data, config, lambda epoch, logs: report(("epoch", epoch, logs)))

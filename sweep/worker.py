@@ -30,8 +30,11 @@ import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from sweep.signals import StopToken
+
 PRELOAD = ["sweep.preload"]
 EXIT_CALLER_GONE = 75
+STOP_POLL_SECONDS = 0.1
 
 
 class TrialProcessError(RuntimeError):
@@ -66,16 +69,23 @@ def call_in_process(
     *args: Any,
     on_event: Callable[[Any], None] | None = None,
     rebuild: dict[str, type[Exception]] | None = None,
+    prepare: Callable[[], None] | None = None,
+    stop: StopToken | None = None,
 ) -> tuple[Any, float]:
     """`target(report, *args)` in a fresh process: returns its result and the process's peak
-    resident set in MiB. `target` and `args` must pickle (a module-level function).
+    resident set in MiB. `target`, `args` and `prepare` must pickle (module-level functions, or
+    partials of them); `prepare()` runs in the new process first (thread and device limits).
 
     An exception in the target is raised here as the `rebuild` class named like it (its
-    message kept), else as TrialProcessError("Type: message") with the child's traceback."""
+    message kept), else as TrialProcessError("Type: message") with the child's traceback.
+    When `stop` is stopped (another thread caught Ctrl-C), the process is ended and the stop's
+    interruption raised here, as Ctrl-C itself would in the main thread."""
     context = _context()
     ours, theirs = context.Pipe()
     lifeline, alive = context.Pipe(duplex=False)
-    process = context.Process(target=_child, args=(theirs, lifeline, target, args), daemon=True)
+    process = context.Process(
+        target=_child, args=(theirs, lifeline, target, args, prepare), daemon=True
+    )
     process.start()
     theirs.close()
     lifeline.close()
@@ -83,6 +93,8 @@ def call_in_process(
     try:
         while True:
             try:
+                while stop is not None and not ours.poll(STOP_POLL_SECONDS):
+                    stop.check()
                 message = ours.recv()
             except EOFError:
                 process.join(timeout=10)
@@ -134,7 +146,9 @@ def _death(exitcode: int | None) -> str:
     return f"the trial's process ended without a result (exit code {exitcode})"
 
 
-def _child(connection, lifeline, target: Callable[..., Any], args: tuple) -> None:
+def _child(
+    connection, lifeline, target: Callable[..., Any], args: tuple, prepare: Callable | None
+) -> None:
     # Ctrl-C in a terminal reaches the whole process group: the sweep process handles it (it
     # records the trial as interrupted and ends this process), so this one must not turn it
     # into a trial error first.
@@ -157,6 +171,8 @@ def _child(connection, lifeline, target: Callable[..., Any], args: tuple) -> Non
             raise _Stopped
 
     try:
+        if prepare is not None:
+            prepare()
         result = target(report, *args)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         send(("result", result, peak))

@@ -339,4 +339,5 @@ def test_a_failure_before_the_trial_recorded_it_is_said_and_kept(env, tiny_space
     study = run(load_space(tiny_space), FakeObjective(fail={"(2, 4)"}), progress_stream=out)
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
     assert [t.user_attrs["fail_reason"] for t in failed] == ["RuntimeError: boom for (2, 4)"]
-    assert "    -> failed: RuntimeError: boom for (2, 4)" in out.getvalue()
+    line = f"    [t{failed[0].number}] -> failed: RuntimeError: boom for (2, 4)"
+    assert line in out.getvalue()
