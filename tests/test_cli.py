@@ -173,7 +173,8 @@ def test_ctrl_c_stops_cleanly_and_leaves_both_stores_consistent(
 
     out = tmp_path / "out"
     cli = [sys.executable, "-m", "sweep", "--output", str(out)]
-    command = [*cli, "run", str(tiny_space), "--set", "epochs=50", *idx_args]
+    # One trial at a time (two at once: tests/test_slots_e2e.py)
+    command = [*cli, "run", str(tiny_space), "--jobs", "1", "--set", "epochs=50", *idx_args]
     worker = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in worker.stdout:
         if "epoch   2/50" in line:

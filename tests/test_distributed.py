@@ -77,7 +77,9 @@ class Cluster:
         cli = [sys.executable, "-m", "sweep", "--output", str(self.tmp / f"w{self.count}")]
         stores = ["--storage", storage or self.services.storage]
         stores += ["--tracking-uri", tracking or self.services.tracking_uri]
-        command = [*cli, "run", str(self.space), "--heartbeat", "3", *stores, *self.data, *extra]
+        # One trial at a time per worker, as `make workers` runs them (JOBS=1 by default).
+        run = ["run", str(self.space), "--heartbeat", "3", "--jobs", "1"]
+        command = [*cli, *run, *stores, *self.data, *extra]
         return subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env
         )

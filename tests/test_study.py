@@ -135,7 +135,7 @@ def test_a_callback_sees_each_ended_trial_and_study_stop_ends_the_run(env, tiny_
             study.stop()
 
     space = load_space(tiny_space)
-    fake = FakeObjective(fail={"(2, 4)"})
+    fake = FakeObjective(fail={"(8, 8)"})  # the most expensive point: the first to run
     study = run(space, fake, callbacks=[stop_after_two])
     assert [state for _, state in seen] == [t.state.name for t in study.trials[:2]]
     assert len(study.trials) == 2 and len(fake.calls) == 2
@@ -289,11 +289,11 @@ def test_an_edited_grid_runs_its_new_points_and_keeps_the_old_ones(env, tmp_path
             return objective
 
     run(load_space(_kernel_space(tmp_path, [2, 3])), Kernels())
-    assert asked == [2, 3]
+    assert asked == [3, 2]  # the grid starts with its most expensive point
     out = io.StringIO()
     edited = load_space(_kernel_space(tmp_path, [3, 5]))
     study = run(edited, Kernels(), progress_stream=out)
-    assert asked == [2, 3, 5]
+    assert asked == [3, 2, 5]
     assert "0 of 2" not in out.getvalue() and "1 of 2 trials done, 1 to run" in out.getvalue()
     assert "1 trial of a point no longer in the space is kept and not counted." in out.getvalue()
     kept = {t.params["kernel_size"]: t.state for t in study.trials}
@@ -304,7 +304,7 @@ def test_an_edited_grid_runs_its_new_points_and_keeps_the_old_ones(env, tmp_path
     assert summary["best.kernel_size"] == "3" and summary["n_outside_space"] == 1
     out = io.StringIO()
     run(edited, Kernels(), progress_stream=out)
-    assert asked == [2, 3, 5] and "Nothing left to run" in out.getvalue()
+    assert asked == [3, 2, 5] and "Nothing left to run" in out.getvalue()
 
 
 def test_a_tpe_study_whose_values_changed_is_refused_before_training(env, tmp_path) -> None:
