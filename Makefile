@@ -93,7 +93,8 @@ services-stop: $(STAMP) ## Stop the services started by `make services`
 workers: setup ## Run N workers (N=2, JOBS=1 trials each, the cores shared) on search_spaces/$(SPACE).yaml over the services
 	@mkdir -p $(OUTPUT)/workers
 	@export PGPASSWORD="$${PGPASSWORD:-$$(cat $(OUTPUT)/services/password 2>/dev/null)}"; \
-	jobs=$${JOBS:-1}; threads=$$(( $$(nproc) / ($(N) * $$jobs) )); [ $$threads -ge 1 ] || threads=1; \
+	jobs=$${JOBS:-1}; cores=$$(nproc); threads=$$(( 2 * cores / ($(N) * $$jobs) )); \
+	[ $$threads -ge 1 ] || threads=1; [ $$threads -le $$cores ] || threads=$$cores; \
 	for i in $$(seq 1 $(N)); do \
 		( $(SWEEP) run --profile $(PROFILE) --jobs $$jobs --threads $$threads search_spaces/$(SPACE).yaml \
 		  --storage $(STORAGE) --tracking-uri $(TRACKING) $(ARGS) 2>&1; \

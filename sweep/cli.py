@@ -112,14 +112,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     profile = get_profile(args.profile)
     if args.n_trials is not None and args.n_trials < 1:
         raise SweepError(f"--n-trials must be at least 1, got {args.n_trials}")
-    from sweep.slots import parse_gpus, parse_jobs
+    from sweep.slots import check, parse_gpus, parse_jobs
 
     jobs = parse_jobs(args.jobs) or profile.jobs
     gpus = parse_gpus(args.gpus)
+    if gpus == ():  # --gpus none: the sweep and its trials see no GPU (precision, XLA follow)
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    # Trials share the machine only where each trains in a process of its own.
+    own_process = args.backend == "optuna" and not args.in_process
+    check(jobs, args.threads, own_process and space.kind == "autoencoder")
     if args.backend == "keras-tuner":
-        from sweep.slots import choose
-
-        choose(parse_jobs(args.jobs), to_run=1, threads=args.threads, can_share=False)
         return run_keras_tuner(args, space, profile)
     source, storage, uri = data_source(args), storage_url(args), tracking_uri(args)
 

@@ -83,7 +83,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--jobs",
         metavar="N|auto",
-        help="trials trained at once, each in its own process with its share of the cores "
+        help="trials trained at once, each in its own process with a share of the cores "
         "(default: the profile's, auto: from the cores, memory and GPUs)",
     )
     run.add_argument(

@@ -29,7 +29,8 @@ from sweep.scheduler import (
     retry_stale,
     run_slots,
 )
-from sweep.slots import AUTO, Slots
+from sweep.slots import Slots
+from sweep.slots import check as check_slots
 from sweep.space import SearchSpace
 from sweep.storage import StudyLock, open_storage
 from sweep.study import align_choices, best_summary, find_study, not_in_space, open_study
@@ -96,7 +97,7 @@ def run_sweep(
         study = find_study(space, storage)
         todo = plan(study, space, n_trials)
     can_share = isolate and space.kind == "autoencoder"
-    check_jobs(jobs, threads, can_share)
+    check_slots(jobs, threads, can_share)
     outside = not_in_space(study, space)
     if not announce(
         space.study, space.describe(), todo.done, todo.budget, todo.n_trials, outside, space
@@ -152,13 +153,6 @@ def run_sweep(
     return study
 
 
-def check_jobs(jobs: int | str | None, threads: int | None, can_share: bool) -> None:
-    """Refuse what the run cannot do before anything is loaded (sweep.slots.choose's checks)."""
-    from sweep.slots import choose
-
-    choose(jobs, to_run=1, threads=threads, gpus=(), can_share=can_share, cores=1, memory=0)
-
-
 def choose_slots(
     jobs: int | str | None,
     threads: int | None,
@@ -172,7 +166,7 @@ def choose_slots(
     from sweep.slots import choose
 
     visible = 0
-    if can_share and gpus is None and jobs in (None, AUTO):
+    if can_share and gpus != ():
         from sweep.tf_env import gpu_count
 
         visible = gpu_count()

@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweep.errors import SweepError
 from sweep.points import key
-from sweep.signals import StopToken
+from sweep.signals import StopToken, watching
 from sweep.space import SearchSpace
 from sweep.storage import GRACE_FACTOR
 from sweep.study import BUSY_STATES, DONE_STATES, in_space, point
@@ -141,7 +141,10 @@ def heartbeat(storage: optuna.storages.BaseStorage, trial: optuna.Trial) -> Iter
 
     def beat() -> None:
         while True:
-            storage.record_heartbeat(trial._trial_id)
+            try:
+                storage.record_heartbeat(trial._trial_id)
+            except Exception as exc:  # noqa: BLE001 - a busy store: the next beat may pass
+                log.warning("    [t%d] heartbeat not recorded: %s", trial.number, exc)
             if stop.wait(interval):
                 return
 
@@ -194,6 +197,7 @@ class Shared:
         self.limit, self.started, self.running = limit, 0, 0
         self.stop = StopToken()
         self.failure: BaseException | None = None
+        self.taking = threading.Lock()  # the slots of this process take trials one at a time
         self._lock = threading.Lock()
 
     def claim(self) -> bool:
@@ -275,7 +279,10 @@ class Worker:
 
     def _take(self, shared: Shared) -> tuple[Step, optuna.Trial | None]:
         here = process_name()
-        with self.lock(), warnings.catch_warnings():
+        # The store lock serialises processes (and threads, where it is a file or an advisory
+        # lock); `taking` serialises this process's slots whatever the store.
+        with shared.taking, self.lock(), warnings.catch_warnings():
+            shared.stop.check()
             # Optuna marks fail_stale_trials experimental, and warns that heartbeats are meant
             # for study.optimize: this loop sends them itself (heartbeat()).
             warnings.simplefilter("ignore")
@@ -307,21 +314,27 @@ def run_slots(workers: Sequence[Worker], objectives: Sequence[Callable]) -> None
         threading.Thread(target=_slot_thread, args=(w, o), name=f"slot-{w.slot}", daemon=True)
         for w, o in zip(workers[1:], objectives[1:], strict=True)
     ]
-    for thread in threads:
-        thread.start()
-    try:
-        workers[0].run(objectives[0])
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.2)
-    except KeyboardInterrupt as exc:
-        shared.stop.stop(exc)
-        _join(threads)
-        raise
-    except BaseException:
-        study._stop_flag = True
-        _join(threads)
-        raise
+    # With several slots, every thread's trial trains in a process of its own and checks the
+    # stop while it waits for it, so a signal only marks the stop: each slot, the main one too,
+    # then ends at its next check, never in the middle of a store's call.
+    with watching(shared.stop, deferred=len(workers) > 1):
+        try:
+            for thread in threads:
+                thread.start()
+            workers[0].run(objectives[0])
+            _join(threads, shared.stop)
+        except KeyboardInterrupt as exc:
+            shared.stop.stop(exc)
+            _join(threads)
+            raise
+        except BaseException:
+            study._stop_flag = True  # the other slots finish their trials, then stop
+            try:
+                _join(threads, shared.stop)
+            except KeyboardInterrupt as exc:
+                shared.stop.stop(exc)
+                _join(threads)
+            raise
     if shared.failure is not None:
         raise shared.failure
 
@@ -333,13 +346,19 @@ def _slot_thread(worker: Worker, objective: Callable) -> None:
         pass  # the main thread stopped the run; this slot's trial is recorded as stopped
     except BaseException as exc:  # noqa: BLE001 - raised again in the main thread
         worker.study._stop_flag = True
+        log.error("Slot %d stopped: %s: %s", worker.slot, type(exc).__name__, exc)
         if worker.shared is not None and worker.shared.failure is None:
             worker.shared.failure = exc
 
 
-def _join(threads: Sequence[threading.Thread]) -> None:
+def _join(threads: Sequence[threading.Thread], stop: StopToken | None = None) -> None:
+    """Wait for the threads, in short joins, so Ctrl-C reaches the main thread at once (or the
+    `stop` it marked, which is raised here)."""
     for thread in threads:
-        thread.join()
+        while thread.is_alive():
+            if stop is not None:
+                stop.check()
+            thread.join(0.2)
 
 
 @contextmanager

@@ -12,6 +12,9 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -46,7 +49,11 @@ def stop_on_signals() -> None:
 def _stop(signum: int, frame: FrameType | None) -> None:
     for other in STOP_SIGNALS:
         signal.signal(other, _already_stopping)
-    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    exc = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    for token, _ in _watched:  # other threads' trials stop now, not after this thread's clean-up
+        token.interrupt(exc)
+    if not any(deferred for _, deferred in _watched):
+        raise exc
 
 
 def _already_stopping(signum: int, frame: FrameType | None) -> None:
@@ -62,26 +69,53 @@ def _already_stopping(signum: int, frame: FrameType | None) -> None:
 class StopToken:
     """How the main thread stops the trials other threads are running (several trials at
     once): `stop(exc)` with the KeyboardInterrupt it caught; each thread's `check()` then raises
-    the same kind of interruption there, so its trial is recorded as Ctrl-C's or SIGTERM's."""
+    the same kind of interruption there, so its trial is recorded as Ctrl-C's or SIGTERM's.
+    While `watching(token)`, the stop signals themselves interrupt it, at once."""
 
     def __init__(self) -> None:
         self._event = threading.Event()
         self._reason: KeyboardInterrupt | None = None
 
-    def stop(self, reason: KeyboardInterrupt) -> None:
+    def interrupt(self, reason: KeyboardInterrupt) -> None:
+        """Mark the token stopped; safe in a signal handler (plain attributes, no lock taken:
+        threads see it at their next check(), sleepers within their wait's timeout)."""
         self._reason = reason
+
+    def stop(self, reason: KeyboardInterrupt) -> None:
+        if self._reason is None:
+            self._reason = reason
         self._event.set()
 
     @property
     def stopped(self) -> bool:
-        return self._event.is_set()
+        return self._reason is not None
 
     def check(self) -> None:
         """Raise the stop's interruption in this thread, if the run was stopped."""
-        if self._event.is_set():
-            raise type(self._reason)() if self._reason is not None else KeyboardInterrupt()
+        if self._reason is not None:
+            raise type(self._reason)()
 
     def wait(self, seconds: float) -> None:
-        """Sleep up to `seconds`, raising as soon as the run is stopped."""
-        self._event.wait(seconds)
+        """Sleep up to `seconds` (in short steps), raising as soon as the run is stopped."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.check()
+            self._event.wait(min(left, 0.25))
         self.check()
+
+
+_watched: list[tuple[StopToken, bool]] = []
+
+
+@contextmanager
+def watching(token: StopToken, deferred: bool = False) -> Iterator[None]:
+    """While the body runs, SIGINT and SIGTERM (as stop_on_signals handles them) stop `token`
+    the moment they arrive. `deferred`: they raise nothing where they land either, so the main
+    thread too stops at its next `token.check()`, never inside a store's call (where an
+    interruption can leave a database session half done); for threads that all check it."""
+    entry = (token, deferred)
+    _watched.append(entry)
+    try:
+        yield
+    finally:
+        _watched.remove(entry)

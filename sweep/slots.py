@@ -1,10 +1,10 @@
 """How many trials one sweep process runs at once, and what each may use: the slots.
 
 A small convolutional autoencoder does not keep a CPU's cores busy from one TensorFlow
-process: on a 2-core AVX2 machine, one trial trained as fast with 1 thread as with 2, and two
-single-thread trials side by side trained 1.8x the images of one (see benchmarks/slots.py and
-the README). So a sweep runs up to `jobs` trials at once, each in its own process limited to
-`threads` threads (its share of the cores), or on its own GPU when there are GPUs.
+process: on a 2-core AVX2 machine, two single-thread trials of [32, 64, 128] side by side
+trained 1.8x the images of one. So a sweep runs up to `jobs` trials at once, each in its own
+process limited to `threads` threads (twice its share of the cores: see SHARE_FACTOR), or on
+its own GPU when there are GPUs. benchmarks/slots.py measures it; the README quotes it.
 
 `choose` decides from what the user asked (`--jobs N|auto`, `--threads`, `--gpus`) and what the
 machine has (the cores this process may use, its cgroup's CPU quota, the memory available, the
@@ -22,13 +22,20 @@ from sweep.errors import SweepError
 
 AUTO = "auto"
 # Trials at once per GPU under `auto`. Small models leave a modern GPU mostly idle, so more than
-# one per GPU is likely faster; benchmarks/gpu_slots.sh measures k = 1, 2, 4 and this follows
-# its best once measured. Until then one, as before slots existed.
+# one per GPU is likely faster, but that is not measured yet: `benchmarks/slots.py --profile
+# full --arm "--jobs 1 --gpus 0" --arm "--jobs 2 --gpus 0" --arm "--jobs 4 --gpus 0"` measures
+# k = 1, 2, 4 on a GPU machine, and this follows its best. Until then one, as before slots.
 TRIALS_PER_GPU = 1
 # What one trial's process needs besides its copy of the data (TensorFlow, the model, Keras'
-# buffers): about 0.9 GiB was the largest peak resident set of a quick-profile filters trial on
-# the 2-core CPU of the README; 1.5 GiB leaves headroom for the full profile's batches.
+# buffers): the largest quick-profile filters trial peaked at 1,204 MiB resident, its split
+# included, on the 2-core CPU of the README (benchmarks/slots.py); 1.5 GiB leaves headroom.
 TRIAL_BASE_BYTES = 1536 * 2**20
+# Each CPU slot's threads, as a multiple of its share of the cores. Trials end at different
+# times, and a running TensorFlow process cannot take more threads later: with exactly its
+# share, the last (largest) trial trains on one core while the others sit idle. On the 2-core
+# CPU of the README, two trials of 2 threads finished the filters sweep in 559.8 s against
+# 604.0 s for two of 1 thread (benchmarks/slots.py); threads beyond that only add contention.
+SHARE_FACTOR = 2
 
 
 @dataclass(frozen=True)
@@ -64,7 +71,7 @@ class Slots:
         return Slot(index, self.threads, gpu)
 
     def describe(self) -> str:
-        """E.g. "2 trials at a time, 1 thread each (auto: 2 cores)"."""
+        """E.g. "2 trials at a time, 2 threads each (auto: 2 cores)"."""
         at_once = "1 trial at a time" if self.jobs == 1 else f"{self.jobs} trials at a time"
         if self.gpus:
             where = f"on GPU {', '.join(self.gpus)}"
@@ -118,14 +125,23 @@ def usable_cores() -> int:
 
 
 def available_memory() -> int | None:
-    """MemAvailable from /proc/meminfo, in bytes (None where there is none to read)."""
+    """The memory this process can still take, in bytes: MemAvailable from /proc/meminfo,
+    within its cgroup's limit (memory.max less memory.current); None where neither is known."""
+    found: list[int] = []
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
+                found.append(int(line.split()[1]) * 1024)
     except (OSError, ValueError, IndexError):
         pass
-    return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            found.append(max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
 
 
 def choose(
@@ -155,6 +171,12 @@ def choose(
     cores = cores or usable_cores()
     if gpus is None:
         gpus = tuple(str(i) for i in range(visible_gpus))
+    elif missing := [g for g in gpus if int(g) >= visible_gpus]:
+        raise SweepError(
+            f"--gpus {','.join(gpus)}: GPU {missing[0]} is not visible (this sweep sees "
+            f"{visible_gpus} GPU{'' if visible_gpus == 1 else 's'}, numbered from 0); "
+            "use --gpus none for the CPU"
+        )
     per_trial = TRIAL_BASE_BYTES + data_bytes
     memory = memory if memory is not None else available_memory()
     fit = max(1, memory // per_trial) if memory else None
@@ -169,5 +191,10 @@ def choose(
             n, why = fit, f"auto: memory for {fit} of {cores} cores"
     n = max(1, min(n, to_run))
     if threads is None and n > 1 and not gpus:
-        threads = max(1, cores // n)
+        threads = max(1, min(cores, SHARE_FACTOR * cores // n))
     return Slots(n, threads, gpus, why)
+
+
+def check(jobs: int | str | None, threads: int | None, can_share: bool) -> None:
+    """Refuse what `choose` would refuse, before anything is loaded or recorded."""
+    choose(jobs, to_run=1, threads=threads, gpus=(), can_share=can_share, cores=1, memory=0)

@@ -146,9 +146,21 @@ def precision_note(precision: str) -> str | None:
 
 def confine(threads: int | None, gpu: str | None) -> None:
     """In a trial's own process, before its backend touches a device: use at most `threads`
-    threads (TensorFlow's intra- and inter-op pools, OpenMP, and BLAS libraries not loaded yet)
-    and see only GPU `gpu` ("" none; None leaves the devices alone), with its memory taken as
-    needed so several trials can share it. The sweep process itself is never confined."""
+    threads (TensorFlow's intra- and inter-op pools; the OpenMP and BLAS variables reach only
+    libraries loaded after this) and see only GPU `gpu` (a number among the GPUs the sweep sees;
+    "" none; None leaves the devices alone), with its memory taken as needed so several trials
+    can share it. The sweep process itself is never confined."""
+    if gpu:
+        # GPU numbers count the GPUs this sweep sees: under a scheduler that already narrowed
+        # them (CUDA_VISIBLE_DEVICES=3,5), GPU 1 is device 5.
+        inherited = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d]
+        if inherited:
+            if int(gpu) >= len(inherited):
+                raise RuntimeError(
+                    f"GPU {gpu} is not among the {len(inherited)} this sweep sees "
+                    f"(CUDA_VISIBLE_DEVICES={','.join(inherited)})"
+                )
+            gpu = inherited[int(gpu)]
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     if threads:

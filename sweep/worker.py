@@ -93,8 +93,10 @@ def call_in_process(
     try:
         while True:
             try:
-                while stop is not None and not ours.poll(STOP_POLL_SECONDS):
+                while stop is not None:
                     stop.check()
+                    if ours.poll(STOP_POLL_SECONDS):
+                        break
                 message = ours.recv()
             except EOFError:
                 process.join(timeout=10)
@@ -153,6 +155,9 @@ def _child(
     # records the trial as interrupted and ends this process), so this one must not turn it
     # into a trial error first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The same for SIGTERM sent to the whole group (systemd, a batch scheduler, kill -TERM -PGID):
+    # the sweep records every trial as terminated and kills this process itself.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_watch, args=(lifeline,), name="watch-caller", daemon=True).start()
 
     def send(message: tuple) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sweep.signals import Terminated, stop_on_signals, stop_reason
+from sweep.signals import StopToken, Terminated, stop_on_signals, stop_reason, watching
 from tests.conftest import ROOT, idx_options, write_dataset
 
 
@@ -133,6 +133,25 @@ def test_ctrl_c_still_raises_a_plain_keyboard_interrupt(stop_handlers: None) -> 
         time.sleep(5)
     assert not isinstance(caught.value, Terminated)
     assert stop_reason(caught.value) == "interrupted (Ctrl-C)"
+
+
+def test_a_watched_stop_is_marked_at_once_and_a_deferred_one_raises_only_at_a_check(
+    stop_handlers: None,
+) -> None:
+    token = StopToken()
+    with watching(token), pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+    assert token.stopped  # the other threads' check() raises now, not after this clean-up
+    stop_on_signals()
+    token = StopToken()
+    with watching(token, deferred=True):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)  # a store's call in the main thread runs on, uninterrupted
+        finished = True
+        with pytest.raises(Terminated):
+            token.check()
+    assert finished
 
 
 def test_signals_after_the_first_let_the_clean_up_finish(stop_handlers: None, capfd) -> None:

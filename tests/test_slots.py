@@ -32,28 +32,30 @@ from tests.conftest import lines_to
 GiB = 2**30
 
 
-def test_auto_uses_every_core_one_thread_each_but_no_more_slots_than_trials() -> None:
+def test_auto_runs_a_trial_per_core_with_twice_its_share_but_no_more_slots_than_trials() -> None:
     slots = choose("auto", to_run=4, cores=2, memory=64 * GiB)
-    assert (slots.jobs, slots.threads, slots.gpus) == (2, 1, ())
-    assert slots.describe() == "2 trials at a time, 1 thread each (auto: 2 cores)"
-    # 16 cores and a 4-point grid: 4 trials of 4 threads, not 16 of 1 with 12 idle.
+    assert (slots.jobs, slots.threads, slots.gpus) == (2, 2, ())
+    assert slots.describe() == "2 trials at a time, 2 threads each (auto: 2 cores)"
+    # 16 cores and a 4-point grid: 4 trials of 8 threads, not 16 with 12 idle.
     wide = choose(None, to_run=4, cores=16, memory=64 * GiB)
-    assert (wide.jobs, wide.threads) == (4, 4)
+    assert (wide.jobs, wide.threads) == (4, 8)
+    assert choose(None, to_run=32, cores=16, memory=64 * GiB).threads == 2
     one = choose("auto", to_run=1, cores=2, memory=64 * GiB)
     assert (one.jobs, one.threads) == (1, None)  # alone: TensorFlow's own threads
 
 
 def test_auto_runs_no_more_trials_than_fit_in_memory() -> None:
     slots = choose("auto", to_run=8, cores=8, memory=5 * GiB, data_bytes=GiB)
-    assert slots.jobs == 2 and slots.threads == 4
+    assert slots.jobs == 2 and slots.threads == 8  # twice 4, within the 8 cores
     assert "memory for 2 of 8 cores" in slots.describe()
     assert choose("auto", to_run=8, cores=8, memory=GiB // 2).jobs == 1
 
 
 def test_a_number_of_jobs_is_kept_and_the_cores_shared() -> None:
     assert choose(3, to_run=10, cores=6, memory=GiB).jobs == 3  # asked: memory does not cap
-    assert choose(3, to_run=10, cores=6).threads == 2
+    assert choose(3, to_run=10, cores=6).threads == 4
     assert choose(4, to_run=10, cores=2).threads == 1
+    assert choose(2, to_run=10, cores=2, threads=1).threads == 1
     assert choose(2, to_run=10, cores=2, threads=2).threads == 2
     assert choose(1, to_run=10, cores=8).threads is None
 
@@ -62,10 +64,15 @@ def test_gpus_take_the_trials_round_robin_each_seeing_its_own() -> None:
     slots = choose("auto", to_run=10, cores=16, visible_gpus=2)
     assert slots.gpus == ("0", "1") and slots.threads is None
     assert [slots.slot(i).gpu for i in range(slots.jobs)] == ["0", "1"][: slots.jobs]
-    asked = choose(4, to_run=10, cores=16, gpus=("1", "3"))
+    asked = choose(4, to_run=10, cores=16, gpus=("1", "3"), visible_gpus=4)
     assert [asked.slot(i).device for i in range(4)] == ["gpu:1", "gpu:3", "gpu:1", "gpu:3"]
     assert choose("auto", to_run=10, cores=4, gpus=(), visible_gpus=2).gpus == ()
     assert Slots(2, 1).slot(1).record(2) == {"jobs": 2, "threads": 1, "device": "cpu"}
+    with pytest.raises(SweepError, match="GPU 2 is not visible .this sweep sees 2 GPUs"):
+        choose(2, to_run=2, gpus=("0", "2"), visible_gpus=2)
+    # explicit jobs spread over every visible GPU too, without CPU thread limits
+    spread = choose(4, to_run=4, cores=8, visible_gpus=2)
+    assert [spread.slot(i).gpu for i in range(4)] == ["0", "1", "0", "1"] and not spread.threads
 
 
 def test_trials_that_train_in_this_process_run_one_at_a_time() -> None:
@@ -263,3 +270,26 @@ def test_slots_hold_a_sampled_budget_with_failures_and_stop_together(
     study, _ = run(space, SlowFake(seconds=0.2), jobs=2, callbacks=[stop_at_first])
     # study.stop() from one slot: each slot ends after the trial it is running
     assert 1 <= len(study.trials) - before <= 2
+
+
+@pytest.mark.parametrize(
+    ("flags", "error"),
+    [
+        (["--jobs", "0"], "--jobs must be at least 1 (or auto), got 0"),
+        (["--jobs", "many"], "--jobs must be a whole number or auto, got 'many'"),
+        (["--threads", "0"], "--threads must be at least 1, got 0"),
+        (["--gpus", "0,x"], "--gpus must list distinct GPU numbers"),
+        (["--jobs", "2", "--in-process"], "--jobs 2: these trials train in the sweep's own"),
+        (["--jobs", "2", "--backend", "keras-tuner"], "--jobs 2: these trials train in"),
+    ],
+)
+def test_bad_slot_flags_exit_2_in_one_line_before_anything_is_recorded(
+    tmp_path: Path, tiny_space: Path, idx_args: list[str], capsys, flags, error
+) -> None:
+    from sweep.cli import main
+
+    out = tmp_path / "out"
+    assert main(["--output", str(out), "run", str(tiny_space), *idx_args, *flags]) == 2
+    printed = capsys.readouterr()
+    assert error in printed.err and len(printed.err.strip().splitlines()) == 1, printed.err
+    assert not (out / "optuna.db").exists() and not (out / "mlflow.db").exists()

@@ -51,7 +51,18 @@ def two_point_sweep(tmp_path: Path, epochs: int) -> list[str]:
     )
     files = write_dataset(tmp_path / "idx")
     cli = [sys.executable, "-m", "sweep.cli", "--output", str(tmp_path / "out")]
-    return [*cli, "run", str(space), "--heartbeat", "0", "--jobs", "2", *idx_options(files)]
+    return [
+        *cli,
+        "run",
+        str(space),
+        "--heartbeat",
+        "0",
+        "--jobs",
+        "2",
+        "--threads",
+        "1",
+        *idx_options(files),
+    ]
 
 
 @pytest.mark.slow
@@ -113,3 +124,23 @@ def test_a_stop_with_two_trials_running_ends_and_records_both_and_a_rerun_contin
     rerun.wait_for("interrupted: finished trials are kept", timeout=60)
     assert rerun.process.wait(60) == 130
     assert stopped_trials(tmp_path / "out")[0] == ["FAIL"] * 4
+
+
+def test_gpu_numbers_count_the_gpus_the_sweep_sees(monkeypatch) -> None:
+    """Under a scheduler that narrowed the GPUs (CUDA_VISIBLE_DEVICES=3,5), slot GPU 1 is 5."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    monkeypatch.setattr("sweep.tf_env.import_keras_quietly", lambda initialise=False: _NoBackend())
+    confine(None, "1")
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "5"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    with pytest.raises(RuntimeError, match="GPU 2 is not among the 2 this sweep sees"):
+        confine(None, "2")
+
+
+class _NoBackend:
+    """A Keras stand-in whose backend is neither TensorFlow, JAX nor torch (nothing to set)."""
+
+    class backend:  # noqa: N801 - mirrors keras.backend
+        @staticmethod
+        def backend() -> str:
+            return "none"
