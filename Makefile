@@ -9,7 +9,8 @@ PROFILE ?= quick
 ARGS ?=
 SWEEP = $(BIN)/sweep --output $(OUTPUT)
 JOBS ?=
-RUN = $(SWEEP) run --profile $(PROFILE) $(if $(JOBS),--jobs $(JOBS))
+REPEATS ?=
+RUN = $(SWEEP) run --profile $(PROFILE) $(if $(JOBS),--jobs $(JOBS)) $(if $(REPEATS),--repeats $(REPEATS))
 DEBIAN_DATASET := /usr/share/datasets/fashion-mnist
 # Many workers: `make services`, then `make workers N=2 SPACE=filters`.
 PG_PORT ?= 5433
@@ -20,13 +21,13 @@ N ?= 2
 SPACE ?= filters
 
 .DEFAULT_GOAL := help
-.PHONY: help setup dataset sweep-filters sweep-kernel sweep-batch sweep-lr sweep-depth sweep sweep-classifier \
+.PHONY: help setup dataset factors sweep-filters sweep-kernel sweep-batch sweep-lr sweep-depth sweep sweep-classifier \
 	studies classify report ui dashboard services services-stop workers test test-fast lint clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*## "}; {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
-	@echo "  Variables: PROFILE=quick|full  JOBS=auto|N  OUTPUT=runs  ARGS='--n-trials 5 --set epochs=3'"
+	@echo "  Variables: PROFILE=quick|full  JOBS=auto|N  REPEATS=N  OUTPUT=runs  ARGS='--n-trials 5 --set epochs=3'"
 
 setup: $(STAMP) dataset ## Create .venv, install the package with test extras, and the dataset
 
@@ -65,6 +66,15 @@ sweep-depth: setup ## Sweep the depth (stages, convs per stage, poolings)
 
 sweep-classifier: setup ## Sweep the classifier stage on the best encoder (val_accuracy)
 	$(RUN) search_spaces/classifier.yaml $(ARGS)
+
+FACTORS = filters kernel batch lr depth
+
+factors: setup ## The five one-factor sweeps, REPEATS=3 runs per value, then the report
+	@for space in $(FACTORS); do \
+		$(SWEEP) run --profile $(PROFILE) $(if $(JOBS),--jobs $(JOBS)) --repeats $(or $(REPEATS),3) \
+		  search_spaces/$$space.yaml $(ARGS) || exit $$?; \
+	done
+	$(SWEEP) report
 
 sweep: setup ## Joint search over all of them (TPE with pruning)
 	$(RUN) search_spaces/joint.yaml $(ARGS)

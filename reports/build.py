@@ -17,7 +17,13 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
 from reports.runs import load_classifier_data
-from reports.sections import best_encoder_page, classifier_pages, study_pages, title_page
+from reports.sections import (
+    best_encoder_page,
+    classifier_pages,
+    measured_noise,
+    study_pages,
+    title_page,
+)
 from reports.studies import StudyData, load_study_data, no_studies, study_names
 from sweep.errors import SweepError
 
@@ -118,8 +124,9 @@ def _write_pdf(
             report.pages += 1
 
         add("title", title_page(data, storage_url, tracking_uri))
+        noise_by_study = measured_noise(data)
         for study in data:
-            for fig in study_pages(study):
+            for fig in study_pages(study, noise_by_study):
                 add(study.name, fig)
         add("best encoder", best_encoder_page(data))
         classifier = load_classifier_data(tracking_uri)

@@ -2,43 +2,116 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 
 from reports.frames import best_trial, compared
+from reports.statistics import (
+    REAL,
+    WITHIN_NOISE,
+    Difference,
+    noise,
+    per_value,
+    trend,
+    winner_against_runner_up,
+)
 from reports.style import sci
 
+# The 95% range of the difference of two single runs, in units of one run's noise: 1.96 x sqrt(2).
+TWO_RUNS = 2.8
 
-def one_factor_conclusion(trials: pd.DataFrame, param: str) -> str:
-    """Which value won, by how much, and what it cost in time and parameters."""
+
+def one_factor_conclusion(
+    trials: pd.DataFrame,
+    param: str,
+    order: Sequence[Any] = (),
+    noise_elsewhere: tuple[str, float] | None = None,
+) -> str:
+    """Which value won, by how much, whether that is more than the seed-to-seed noise, the trend
+    along the listed values, and what the winner cost in time and parameters. With one run per
+    value the noise is unknown: `noise_elsewhere` (a study of the same store, its noise) is
+    quoted instead, if there is one."""
     done = compared(trials)
     notes = _state_note(trials)
     if done.empty:
         return f"No complete trial yet, so no conclusion.{notes}"
-    best_per_value = done.sort_values("value").drop_duplicates(param)
-    winner = best_per_value.iloc[0]
-    text = f"{param} = {winner[param]} reached the lowest val_loss, {sci(winner['value'])}"
-    if len(best_per_value) == 1:
+    means = _value_means(done, param)
+    diff = winner_against_runner_up(done, param)
+    repeated = bool((means["n"] >= 2).all())
+    winner, won_value = means.iloc[0], means.index[0]
+    if repeated:
+        [won] = [s for s in per_value(done, param) if s.value == won_value]
+        text = (
+            f"{param} = {won_value} reached the lowest mean val_loss, {sci(won.mean)} "
+            f"(95% CI {sci(won.low)} to {sci(won.high)}, {won.n} runs)"
+        )
+    else:
+        text = f"{param} = {won_value} reached the lowest val_loss, {sci(winner['value'])}"
+    if diff is None:
         return text + f"; it is the only value with a complete trial.{notes}"
-    runner = best_per_value.iloc[1]
-    gap = (runner["value"] - winner["value"]) / runner["value"] * 100
-    text += f", {gap:.1f}% below the runner-up {runner[param]} ({sci(runner['value'])})"
+    runner = means.iloc[1]
+    text += f", {diff.percent:.1f}% below the runner-up {means.index[1]} ({sci(runner['value'])})"
     text += _cost(winner, runner) + "."
-    worst = best_per_value.iloc[-1]
-    if len(best_per_value) > 2:
+    text += " " + _verdict(diff, noise_elsewhere)
+    if len(means) > 2:
+        worst = means.iloc[-1]
         spread = (worst["value"] - winner["value"]) / worst["value"] * 100
-        text += f" The worst, {worst[param]} ({sci(worst['value'])}), is {spread:.1f}% above it."
-    cheapest = best_per_value.sort_values("train_seconds").iloc[0]
-    if cheapest[param] != winner[param] and pd.notna(cheapest["train_seconds"]):
+        text += f" The worst, {means.index[-1]} ({sci(worst['value'])}), is {spread:.1f}% above it."
+    found = trend(done, param, order) if order else None
+    if found is not None:
+        way = "falls" if found.falls else "rises"
+        strength = "a significant trend" if found.significant else "not significant"
+        text += (
+            f" Along the listed values val_loss {way} (Spearman rho {found.rho:+.2f}, "
+            f"p = {found.p:.2g}, {found.n} runs): {strength}."
+        )
+    by_time = means.sort_values("train_seconds")
+    cheapest, cheapest_value = by_time.iloc[0], by_time.index[0]
+    if cheapest_value != won_value and pd.notna(cheapest["train_seconds"]):
         loss = (cheapest["value"] - winner["value"]) / winner["value"] * 100
         text += (
-            f" The fastest, {cheapest[param]}, trained in {cheapest['train_seconds']:.1f} s "
+            f" The fastest, {cheapest_value}, trained in {cheapest['train_seconds']:.1f} s "
             f"with a val_loss {loss:.1f}% higher."
         )
-    if gap < 2:
-        text += " A gap under 2% from one run each is within what a different seed can change."
+    cv = noise(done, param)
+    if cv is not None:
+        text += f" Seed-to-seed noise: {cv * 100:.1f}% (coefficient of variation)."
     return text + notes
+
+
+def _verdict(diff: Difference, noise_elsewhere: tuple[str, float] | None) -> str:
+    """Whether the winner's lead is real, in plain words with its interval."""
+    if diff.verdict == REAL:
+        return (
+            f"The difference is {diff.low:.1f}% to {diff.high:.1f}% (95% CI, Welch p = "
+            f"{diff.p:.2g}, {diff.winner.n} and {diff.runner.n} runs): a real difference."
+        )
+    if diff.verdict == WITHIN_NOISE:
+        return (
+            f"The difference is {diff.low:.1f}% to {diff.high:.1f}% (95% CI, Welch p = "
+            f"{diff.p:.2g}, {diff.winner.n} and {diff.runner.n} runs): within the noise, "
+            f"{diff.winner.value} and {diff.runner.value} cannot be told apart."
+        )
+    text = "With one run per value the seed-to-seed noise is unknown"
+    if noise_elsewhere is not None:
+        study, cv = noise_elsewhere
+        text += (
+            f"; study {study} of the same store measured {cv * 100:.1f}%, so a gap under "
+            f"{cv * 100 * TWO_RUNS:.1f}% ({TWO_RUNS}x that: the 95% range of the difference "
+            "of two single runs) may be noise"
+        )
+    return text + "; train repeats (--repeats 3) to tell."
+
+
+def _value_means(done: pd.DataFrame, param: str) -> pd.DataFrame:
+    """Per value: the mean best val_loss, training time and parameters, and the runs; best
+    value first."""
+    grouped = done.groupby(param, sort=False)
+    means = grouped[["value", "train_seconds", "param_count"]].mean()
+    means["n"] = grouped.size()
+    return means.sort_values("value")  # indexed by value (a row of numbers would make 3 3.0)
 
 
 def _cost(winner: pd.Series, other: pd.Series) -> str:

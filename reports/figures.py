@@ -63,6 +63,22 @@ def plot_examples(
     return fig
 
 
+def plot_reconstructions(rows: Sequence[tuple[str, np.ndarray]], title: str) -> Figure:
+    """One row per label: a trial's validation images (above) and its reconstructions (below),
+    the same images in every row, so the rows compare by eye."""
+    fig = page(title)
+    height = 0.86 / max(len(rows), 1)
+    for i, (label, image) in enumerate(rows):
+        top = 0.9 - i * height
+        fig.text(0.02, top - height / 2, label, fontsize=9, va="center", ha="left", wrap=True)
+        ax = fig.add_axes((0.24, top - height + 0.01, 0.74, height - 0.02))
+        ax.imshow(image, interpolation="nearest")
+        ax.set_axis_off()
+    if not rows:
+        fig.text(0.04, 0.85, "No trial recorded its reconstructions.", fontsize=11)
+    return fig
+
+
 def plot_sample_images(image: np.ndarray, title: str) -> Figure:
     """One saved picture (a grid `plot_examples` drew for `sweep classify`) filling a page."""
     fig = page(title)

@@ -14,6 +14,7 @@ from matplotlib.gridspec import GridSpec
 from matplotlib.ticker import MaxNLocator
 
 from reports.frames import completed
+from reports.statistics import mean_band, per_value
 from reports.style import (
     GRAY_SAFE,
     MARKERS,
@@ -68,6 +69,8 @@ def plot_value_curves(
         ax.set_title(title, fontsize=10)
         epoch_axis(ax)
         ax.set_ylabel("MSE")
+        if not data.empty:
+            ax.set_yscale("log")  # curves spanning a decade are flat lines on a linear axis
         ax.yaxis.set_major_formatter(SCI)
     handles, labels = axes[0].get_legend_handles_labels()
     unique = dict(zip(labels, handles, strict=True))
@@ -115,24 +118,30 @@ def plot_comparison(
 def _draw_overlay(
     overlay: Axes, curves: pd.DataFrame, trials: pd.DataFrame, param: str, values: list[Any]
 ) -> None:
-    """Every trial's val_loss per epoch, one line style and marker per value."""
+    """Each value's val_loss per epoch, one line style and marker per value: the mean over its
+    runs (repeats) with a 95% confidence band where it has more than one."""
     styles = zip(cycle(STYLES), cycle(MARKERS))
+    repeated = False
     for value, (style, marker) in zip(values, styles, strict=False):
         ids = trials.loc[trials[param] == value, "number"].tolist()
-        for trial in ids:
-            part = curves[(curves["trial"] == trial) & (curves["metric"] == "val_loss")]
-            if not part.empty:
-                overlay.plot(
-                    part["epoch"],
-                    part["value"],
-                    style,
-                    marker=marker,
-                    markersize=4,
-                    label=wrap(value, 30),
-                )
-    overlay.set_title("val_loss per epoch, all values")
+        part = curves[curves["trial"].isin(ids) & (curves["metric"] == "val_loss")]
+        part = part.dropna(subset=["value"])
+        if part.empty:
+            continue
+        bands = [(epoch, *mean_band(g["value"])) for epoch, g in part.groupby("epoch")]
+        epochs, means, lows, highs = (list(column) for column in zip(*bands, strict=True))
+        (line,) = overlay.plot(
+            epochs, means, style, marker=marker, markersize=4, label=wrap(value, 30)
+        )
+        if part["trial"].nunique() > 1:
+            repeated = True
+            overlay.fill_between(epochs, lows, highs, color=line.get_color(), alpha=0.2)
+    title = "val_loss per epoch, all values"
+    overlay.set_title(title + (" (mean of the runs, 95% CI)" if repeated else ""))
     epoch_axis(overlay)
     overlay.set_ylabel("val_loss (MSE)")
+    if overlay.lines:
+        overlay.set_yscale("log")
     overlay.yaxis.set_major_formatter(SCI)
     if overlay.lines:
         overlay.legend(title=param, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
@@ -141,7 +150,8 @@ def _draw_overlay(
 def _draw_bars(
     fig: Figure, cells: GridSpec, trials: pd.DataFrame, param: str, values: list[Any]
 ) -> None:
-    """Per value, the best val_loss and the shortest training time of its complete trials."""
+    """Per value, the mean best val_loss (with its 95% CI where a value has repeats) and the
+    mean training time of its complete trials."""
     done = completed(trials).copy()
     done["label"] = done[param].astype(str)
     labels = [str(v) for v in values if str(v) in set(done["label"])]
@@ -153,11 +163,20 @@ def _draw_bars(
             note(ax, missing(done, title))
             ax.set_axis_off()
             continue
-        summary = done.groupby("label")[column].min().reindex(labels)
+        summary = done.groupby("label")[column].mean().reindex(labels)
         positions = range(len(summary))[::-1]
+        errors = None
+        if column == "value" and (done.groupby("label").size() > 1).any():
+            by_label = {str(s.value): s for s in per_value(done, param)}
+            runs = [by_label.get(label) for label in labels]
+            half = [(s.mean - s.low, s.high - s.mean) if s and s.n > 1 else (0, 0) for s in runs]
+            errors = list(zip(*half, strict=True))
+            title = "best val_loss (mean, 95% CI)"
         bars = ax.barh(
             positions,
             summary.values,
+            xerr=errors,
+            capsize=3,
             color="0.55",
             edgecolor="black",
             hatch="//" if column == "train_seconds" else None,

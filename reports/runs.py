@@ -19,6 +19,7 @@ import pandas as pd
 from reports.frames import frame
 from reports.stores import store_missing
 from sweep.errors import SweepError
+from sweep.points import RECONSTRUCTIONS
 from sweep.storage import first_line, mask_url
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -73,6 +74,7 @@ class Tracked:
     architectures: dict[str, pd.DataFrame] = field(default_factory=dict)
     run_params: dict[str, str] = field(default_factory=dict)
     runs: dict[str, Any] = field(default_factory=dict)
+    reconstructions: dict[int, Any] = field(default_factory=dict)
 
 
 def study_runs(tracking_uri: str, name: str, trials: pd.DataFrame) -> Tracked:
@@ -101,6 +103,9 @@ def study_runs(tracking_uri: str, name: str, trials: pd.DataFrame) -> Tracked:
             for m in client.get_metric_history(run.info.run_id, metric)
         ]
         architectures = _architectures(client, mine.values())
+        pictures = {
+            n: p for n, r in mine.items() if (p := _picture(client, r.info.run_id)) is not None
+        }
     parent = next((r for r in runs if r.data.tags.get(ROLE_TAG) == "study"), None)
     run_params = dict(parent.data.params) if parent else {}
     for run in mine.values():
@@ -111,7 +116,8 @@ def study_runs(tracking_uri: str, name: str, trials: pd.DataFrame) -> Tracked:
     curves = curves.sort_values(["trial", "metric", "epoch"]).drop_duplicates(
         ["trial", "metric", "epoch"], keep="last"
     )
-    return Tracked(curves, architectures, run_params, {r.info.run_id: r for r in mine.values()})
+    runs_by_id = {r.info.run_id: r for r in mine.values()}
+    return Tracked(curves, architectures, run_params, runs_by_id, pictures)
 
 
 def _all_runs(client: Any, experiment_id: str) -> list[Any]:
@@ -148,6 +154,19 @@ def _architecture(client: Any, run_id: str) -> pd.DataFrame | None:
     if not isinstance(rows, list):
         return None
     return frame((r for r in rows if isinstance(r, dict)), ARCHITECTURE_COLUMNS)
+
+
+def _picture(client: Any, run_id: str) -> Any:
+    """The trial's validation images above their reconstructions (an RGBA array), or None
+    where the run has none (it failed, or it predates them)."""
+    from matplotlib.image import imread
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = _download(client, run_id, RECONSTRUCTIONS, Path(tmp))
+        try:
+            return imread(path) if path else None
+        except (OSError, ValueError, SyntaxError):  # not a PNG: a damaged or foreign artifact
+            return None
 
 
 def _download(client: Any, run_id: str, artifact: str, folder: Path) -> Path | None:

@@ -14,8 +14,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from reports.conclusions import joint_conclusion, one_factor_conclusion
-from reports.figures import plot_confusion_matrix, plot_phase_curves, plot_sample_images
-from reports.frames import best_trial
+from reports.figures import (
+    plot_confusion_matrix,
+    plot_phase_curves,
+    plot_reconstructions,
+    plot_sample_images,
+)
+from reports.frames import best_trial, compared
 from reports.joint import (
     Objective,
     plot_history,
@@ -25,6 +30,7 @@ from reports.joint import (
 )
 from reports.one_factor import plot_comparison, plot_value_curves
 from reports.runs import ClassifierData
+from reports.statistics import REAL, UNKNOWN, WITHIN_NOISE, effect, noise
 from reports.stores import store_missing
 from reports.studies import StudyData
 from reports.style import sci, short
@@ -102,7 +108,60 @@ def title_page(data: list[StudyData], storage_url: str, tracking_uri: str) -> Fi
             f"Seed       {first.get('seed', '?')}",
         ]
     )
-    return plot_summary_table(summary_table(data), "Autoencoder sweep report", text)
+    matters = what_matters(data)
+    heading = "What matters: each factor's effect on best val_loss (one-factor studies)"
+    return plot_summary_table(
+        summary_table(data), "Autoencoder sweep report", text, (heading, matters)
+    )
+
+
+VERDICTS = {
+    REAL: "matters",
+    WITHIN_NOISE: "within noise",
+    UNKNOWN: "noise unknown (one run each)",
+}
+
+
+def what_matters(data: list[StudyData]) -> pd.DataFrame:
+    """One row per one-factor study: its factor, the runs per value, the effect size (spread of
+    the value means over the grand mean) with its 95% CI, Welch's ANOVA p, and a verdict."""
+    rows = []
+    for study in data:
+        if study.note or not study.is_one_factor:
+            continue
+        param = study.params[0]
+        done = compared(study.trials)
+        found = effect(done, param)
+        if found is None:
+            continue
+        counts = done.groupby(param).size()
+        low, high = counts.min(), counts.max()
+        runs = str(low) if low == high else f"{low}-{high}"
+        known = found.verdict != UNKNOWN
+        rows.append(
+            {
+                "factor": param,
+                "study": study.name,
+                "values": str(len(counts)),
+                "runs each": runs,
+                "effect": f"{found.spread:.1f}%",
+                "95% CI": f"{found.low:.1f}% to {found.high:.1f}%" if known else "-",
+                "p": f"{found.p:.2g}" if known else "-",
+                "verdict": VERDICTS[found.verdict],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def measured_noise(data: list[StudyData]) -> dict[str, float]:
+    """The seed-to-seed noise of each one-factor study that has repeats."""
+    found = {}
+    for study in data:
+        if not study.note and study.is_one_factor:
+            cv = noise(compared(study.trials), study.params[0])
+            if cv is not None:
+                found[study.name] = cv
+    return found
 
 
 def _recorded(data: list[StudyData], key: str) -> list[str]:
@@ -110,14 +169,20 @@ def _recorded(data: list[StudyData], key: str) -> list[str]:
     return sorted({s.run_params[key] for s in data if key in s.run_params})
 
 
-def study_pages(study: StudyData) -> list[Figure]:
+def study_pages(
+    study: StudyData, noise_by_study: Mapping[str, float] | None = None
+) -> list[Figure]:
     """A one-factor study's curves and comparison, or a joint study's history, scatter,
-    pruning, Pareto and conclusion pages; then its architectures, two tables a page."""
+    pruning, Pareto and conclusion pages; then its architectures, two tables a page.
+    `noise_by_study`: the noise other studies of the store measured (measured_noise), quoted
+    where this one has a single run per value."""
     if study.note:
         return [_status_page(study)]
     if study.is_one_factor:
         param = study.params[0]
         order = study.value_order.get(param, [])
+        others = [(n, cv) for n, cv in (noise_by_study or {}).items() if n != study.name]
+        elsewhere = max(others, key=lambda pair: pair[1], default=None)
         pages = [
             plot_value_curves(study.curves, study.trials, param, order),
             plot_comparison(
@@ -125,7 +190,8 @@ def study_pages(study: StudyData) -> list[Figure]:
                 study.trials,
                 param,
                 order,
-                conclusion=one_factor_conclusion(study.trials, param) + _outside(study),
+                conclusion=one_factor_conclusion(study.trials, param, order, elsewhere)
+                + _outside(study),
             ),
         ]
     else:
@@ -143,10 +209,33 @@ def study_pages(study: StudyData) -> list[Figure]:
                 + _outside(study),
             ),
         ]
+    if study.reconstructions:
+        pages.append(reconstructions_page(study))
     tables = list(study.architectures.items())
     for i in range(0, len(tables), 2):
         pages.append(plot_tables(dict(tables[i : i + 2]), f"{study.name}: architectures"))
     return pages
+
+
+def reconstructions_page(study: StudyData) -> Figure:
+    """A one-factor study: one row per value (its first complete run's pictures); a joint
+    study: its best trial's. The same validation images in every row."""
+    done = study.complete.sort_values(["repeat", "number"])
+    done = done[done["number"].isin(list(study.reconstructions))]
+    if study.is_one_factor:
+        param = study.params[0]
+        firsts = done.drop_duplicates(param)
+        order = {v: i for i, v in enumerate(study.value_order.get(param, []))}
+        firsts = firsts.sort_values(param, key=lambda c: c.map(lambda v: order.get(v, len(order))))
+        rows = [
+            (f"{param} = {short(row[param], 40)}\ntrial {int(row['number'])}", row["number"])
+            for _, row in firsts.iterrows()
+        ]
+    else:
+        best = best_trial(done, study.maximize)
+        rows = [] if best is None else [(f"best trial {int(best['number'])}", best["number"])]
+    title = f"{study.name}: validation images (top) and their reconstructions (bottom)"
+    return plot_reconstructions([(label, study.reconstructions[n]) for label, n in rows], title)
 
 
 def _outside(study: StudyData) -> str:
@@ -204,7 +293,7 @@ def _importances(study: StudyData) -> dict[str, float]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return optuna.importance.get_param_importances(study.study)
+            return optuna.importance.get_param_importances(study.study, params=study.params)
     except (ValueError, RuntimeError, ZeroDivisionError):
         return {}
 

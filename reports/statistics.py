@@ -163,6 +163,16 @@ def effect(trials: pd.DataFrame, param: str) -> Effect | None:
     return Effect(spread, float(interval.low), float(interval.high), p, verdict)
 
 
+def mean_band(runs: Sequence[float]) -> tuple[float, float, float]:
+    """The mean of `runs` and its 95% t interval (the mean twice with one run)."""
+    runs = np.asarray(runs, dtype=float)
+    mean = float(np.mean(runs))
+    if len(runs) < 2 or np.ptp(runs) == 0:
+        return mean, mean, mean
+    low, high = stats.t.interval(CONFIDENCE, len(runs) - 1, loc=mean, scale=stats.sem(runs))
+    return mean, float(low), float(high)
+
+
 def _spread(*groups: np.ndarray) -> float:
     means = [float(np.mean(g)) for g in groups]
     grand = float(np.mean(np.concatenate(groups)))

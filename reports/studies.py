@@ -15,7 +15,7 @@ from reports.frames import completed, frame
 from reports.runs import study_runs
 from reports.stores import store_missing
 from sweep.errors import SweepError
-from sweep.points import is_listed
+from sweep.points import REPEAT, is_listed, repeat_of
 from sweep.storage import OPTUNA, first_open, mask_url, open_storage, store_owner
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -30,6 +30,7 @@ TRIAL_COLUMNS = {
     "best_epoch": "float64",
     "run_id": "str",
     "fail_reason": "str",
+    "repeat": "int64",
 }
 INTERMEDIATE_COLUMNS = {"trial": "int64", "epoch": "int64", "value": "float64", "state": "str"}
 
@@ -80,6 +81,7 @@ class StudyData:
     architectures: dict[str, pd.DataFrame] = field(default_factory=dict)
     run_params: dict[str, str] = field(default_factory=dict)
     runs: dict[str, Any] = field(default_factory=dict)
+    reconstructions: dict[int, Any] = field(default_factory=dict)  # by trial number
     study: optuna.Study | None = None
     kind: str = "autoencoder"
     metric: str = "val_loss"
@@ -145,6 +147,7 @@ def load_study_data(storage_url: str, tracking_uri: str, name: str) -> StudyData
         architectures=tracked.architectures,
         run_params=tracked.run_params,
         runs=tracked.runs,
+        reconstructions=tracked.reconstructions,
         study=study,
         kind=str(study.user_attrs.get("kind", "autoencoder")),
         metric=str(study.user_attrs.get("metric", "val_loss")),
@@ -175,11 +178,11 @@ def _listed(trial: optuna.trial.FrozenTrial, space: dict[str, Any] | None) -> bo
 
 def _param_order(trials: list[optuna.trial.FrozenTrial]) -> tuple[list[str], dict[str, list]]:
     """Parameter names in first-seen order (an edited space adds or drops some); categorical
-    values in the order the space lists."""
+    values in the order the space lists. A trial's repeat is no parameter (its own column)."""
     params: dict[str, list] = {}
     for trial in trials:
         for name, dist in trial.distributions.items():
-            if name not in params:
+            if name not in params and name != REPEAT:
                 params[name] = (
                     list(dist.choices) if isinstance(dist, CategoricalDistribution) else []
                 )
@@ -203,5 +206,6 @@ def _trial_row(trial: optuna.trial.FrozenTrial, params: list[str]) -> dict[str, 
         "best_epoch": attrs.get("best_epoch"),
         "run_id": attrs.get("mlflow_run_id"),
         "fail_reason": attrs.get("fail_reason"),
+        "repeat": repeat_of(trial.params),
         **{name: trial.params.get(name) for name in params},
     }

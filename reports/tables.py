@@ -33,17 +33,30 @@ def draw_table(ax: Axes, table: pd.DataFrame, caption: str) -> None:
     ax.set_title(caption, fontsize=10, loc="left")
 
 
-def plot_summary_table(summary: pd.DataFrame, title: str, text: str = "") -> Figure:
-    """A block of text above a table: the title page, the classifier's metrics."""
+def plot_summary_table(
+    summary: pd.DataFrame,
+    title: str,
+    text: str = "",
+    below: tuple[str, pd.DataFrame] | None = None,
+) -> Figure:
+    """A block of text above a table (the title page, the classifier's metrics); `below`, a
+    second table under its heading (the title page's "what matters")."""
     fig = page(title)
     if text:
         fig.text(0.04, 0.9, text, fontsize=10.5, va="top", family="monospace")
-    ax = fig.add_axes((0.04, 0.05, 0.92, 0.5))
+    shown_below = below is not None and not below[1].empty
+    ax = fig.add_axes((0.04, 0.3, 0.92, 0.27) if shown_below else (0.04, 0.05, 0.92, 0.5))
     ax.set_axis_off()
     if summary.empty:
         ax.text(0, 0.9, "nothing recorded", fontsize=12)
         return fig
-    _fit_width(fig, ax, _table(ax, summary, "upper left", 10, 0.09), 10)
+    _fit_width(fig, ax, _table(ax, summary, "upper left", 10, 0.16 if shown_below else 0.09), 10)
+    if shown_below:
+        heading, cells = below
+        fig.text(0.04, 0.27, heading, fontsize=11, fontweight="bold", va="bottom")
+        lower = fig.add_axes((0.04, 0.03, 0.92, 0.23))
+        lower.set_axis_off()
+        _fit_width(fig, lower, _table(lower, cells, "upper left", 10, 0.18), 10)
     return fig
 
 

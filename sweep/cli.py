@@ -105,10 +105,12 @@ def config_errors(prefix: str, suffix: str = "") -> Iterator[None]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from sweep.profiles import get_profile
+    from sweep.repeats import with_repeats
     from sweep.space_file import apply_overrides, load_space, parse_overrides
 
     space = load_space(args.space)
     space = apply_overrides(space, parse_overrides(args.set, space.config_class))
+    space = with_repeats(space, args.repeats)
     profile = get_profile(args.profile)
     if args.n_trials is not None and args.n_trials < 1:
         raise SweepError(f"--n-trials must be at least 1, got {args.n_trials}")

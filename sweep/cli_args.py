@@ -62,6 +62,13 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--profile", default="quick", help="quick (default, 2-core CPU) or full")
     run.add_argument("--n-trials", type=int, help="study-wide trial budget (default: the file's)")
     run.add_argument(
+        "--repeats",
+        type=int,
+        metavar="N",
+        help="grid spaces: train each point N times with different seeds (default: the file's, "
+        "or 1)",
+    )
+    run.add_argument(
         "--set", nargs="+", default=[], metavar="KEY=VALUE", help="fix base config keys (YAML)"
     )
     run.add_argument(

@@ -19,6 +19,7 @@ import optuna
 
 from sweep.context import TrialContext
 from sweep.data import Split
+from sweep.points import factors, repeat_of, trial_seed
 from sweep.space import format_value
 
 EPOCHS_METRIC = "epochs_trained"
@@ -94,18 +95,30 @@ def trial_run(ctx: TrialContext, job: Job) -> Iterator[tuple[Any, Any, Split, fl
         failure = exc
     params.update(job.logged)
     params.update(ctx.slot.record(ctx.jobs))
+    params["trial_seed"] = seed_of(ctx, job)
     study = ctx.run_params["study"]
     with (
         ctx.tracker.trial_run(ctx.parent_run_id, study, job.number, params) as run,
         recorded(ctx, job, run, started),
         _epochs_logged(job, run),
     ):
-        if job.tags:
-            tag(run.client, run.run_id, job.tags)
+        tag(run.client, run.run_id, {**point_tags(job.params), **job.tags})
         job.set_user_attr("mlflow_run_id", run.run_id)
         if failure is not None:
             raise failure
         yield run, config, data, started
+
+
+def seed_of(ctx: TrialContext, job: Job) -> int:
+    """The trial's weight-initialisation and shuffling seed, from the sweep's and its repeat."""
+    return trial_seed(ctx.seed, repeat_of(job.params))
+
+
+def point_tags(params: dict[str, Any]) -> dict[str, str]:
+    """The MLflow tags that group a point's repeats: `sweep.point` (its values, the same for
+    every repeat) and `sweep.repeat`."""
+    point = ", ".join(f"{name}={value}" for name, value in sorted(factors(params).items()))
+    return {"sweep.point": point, "sweep.repeat": str(repeat_of(params))}
 
 
 @contextmanager
@@ -143,7 +156,7 @@ def train_autoencoder(ctx: TrialContext, job: Job) -> float:
     val_loss. With `ctx.isolate` the training runs in a process of its own (sweep.worker): memory
     does not grow from trial to trial and a crash fails that trial alone."""
     from sweep.tf_env import confine, use_xla
-    from sweep.training import Diverged, train_trial
+    from sweep.training import Diverged, reconstructions_path, train_trial
     from sweep.worker import call_in_process
 
     facts: dict[str, Any] = {}
@@ -174,7 +187,8 @@ def train_autoencoder(ctx: TrialContext, job: Job) -> float:
         to_train = config.replace(epochs=max(1, config.epochs - job.initial_epoch))
         model_path = str(Path(tmp) / "model.keras")
         xla = use_xla() and ctx.slot.gpu != ""  # a slot kept off the GPUs trains on the CPU
-        args = (to_train, data, ctx.seed, xla, model_path, job.start_from, job.checkpoint)
+        seed = seed_of(ctx, job)
+        args = (to_train, data, seed, xla, model_path, job.start_from, job.checkpoint)
         peak_mib = None
         if ctx.isolate:
             fit, peak_mib = call_in_process(
@@ -203,6 +217,9 @@ def train_autoencoder(ctx: TrialContext, job: Job) -> float:
         for key in ("train_seconds", "best_epoch", "epochs_run"):
             job.set_user_attr(key, results[key])
         run.log_model(model_path)
+        pictured = reconstructions_path(model_path)
+        if pictured.exists():
+            run.log_file(pictured)
         ctx.progress.trial_ended(
             job.number,
             "complete",
@@ -229,7 +246,8 @@ def train_classifier(ctx: TrialContext, job: Job) -> float:
     from sweep.classify import prepare, train_two_phases
 
     with trial_run(ctx, job) as (run, config, _, _started):
-        prepared = prepare(config, ctx.profile, ctx.split, ctx.n_classes, ctx.encoder, ctx.seed)
+        seed = seed_of(ctx, job)
+        prepared = prepare(config, ctx.profile, ctx.split, ctx.n_classes, ctx.encoder, seed)
         job.set_user_attr("param_count", prepared.model.count_params())
         history, boundary, seconds = train_two_phases(
             prepared, config, run, lambda step, logs: job.report(step, logs["val_accuracy"])

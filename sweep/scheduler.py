@@ -58,7 +58,7 @@ def plan(study: optuna.Study | None, space: SearchSpace, budget: int | None = No
             f"grid in {space.path}"
         )
     done_points = {key(t.params) for t in done_trials}
-    failed_points = {key(t.params) for t in trials if t.state == TrialState.FAIL}
+    failed_points = {key(point(t)) for t in trials if t.state == TrialState.FAIL}
     retry = [p for p in space.grid_points() if key(p) in failed_points - done_points]
     left = max(0, budget - len(done_points))
     return Plan(budget, len(done_points), left, tuple(retry[:left]))

@@ -24,6 +24,7 @@ from models.config import (
     short_text,
 )
 from sweep.errors import SweepError
+from sweep.points import REPEAT
 
 if TYPE_CHECKING:
     import optuna
@@ -35,6 +36,10 @@ KINDS: dict[str, tuple[type[Config], str, str]] = {
 }
 SAMPLERS = ("grid", "tpe", "random")
 PRUNERS = ("none", "median", "successive_halving", "hyperband")
+
+
+# Far beyond any real grid (its trials, repeats included); past it a file is a mistake.
+MAX_GRID_POINTS = 10_000
 
 
 class SpaceError(SweepError):
@@ -149,6 +154,7 @@ class SearchSpace:
     n_trials: int = 1
     description: str = ""
     kind: str = "autoencoder"
+    repeats: int = 1
 
     @property
     def metric(self) -> str:
@@ -171,21 +177,30 @@ class SearchSpace:
         return {p.name: list(p.labels) for p in self.params}
 
     def grid_points(self) -> list[dict[str, Any]]:
+        """Every trial of the grid: each combination of values, `repeats` times (its repeats
+        next to each other; with one run per point no repeat is recorded)."""
         names = [p.name for p in self.params]
-        return [
+        points = [
             dict(zip(names, combo, strict=True))
             for combo in itertools.product(*self.grid().values())
         ]
+        if self.repeats == 1:
+            return points
+        return [{**point, REPEAT: r} for point in points for r in range(self.repeats)]
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
-        """Ask the trial for every parameter; return the config overrides."""
+        """Ask the trial for every parameter (and its repeat, with repeats); return the config
+        overrides."""
         overrides: dict[str, Any] = {}
         for p in self.params:
             overrides.update(p.overrides(p.suggest(trial)))
+        if self.repeats > 1:
+            trial.suggest_int(REPEAT, 0, self.repeats - 1)
         return overrides
 
     def decode(self, stored_params: dict[str, Any]) -> dict[str, Any]:
-        """A finished trial's stored params -> the config overrides they stand for."""
+        """A finished trial's stored params -> the config overrides they stand for (its repeat
+        is none of them)."""
         overrides: dict[str, Any] = {}
         for p in self.params:
             if p.name in stored_params:
@@ -252,7 +267,8 @@ class SearchSpace:
                 parts.append(f"{p.name} in {ends}{' (log)' if p.log else ''}")
             else:
                 parts.append(f"{p.name} ({len(p.values)} values)")
-        return f"{self.sampler} over {', '.join(parts)}"
+        repeats = f", {self.repeats} runs each" if self.repeats > 1 else ""
+        return f"{self.sampler} over {', '.join(parts)}{repeats}"
 
 
 def nothing_left(space: SearchSpace, budget: int) -> str:

@@ -17,9 +17,11 @@ import yaml
 
 from models.config import AutoencoderConfig, Config, ConfigError, short, short_text
 from sweep.errors import SweepError
+from sweep.repeats import parse_repeats
 from sweep.safe_yaml import UnsupportedYaml, load_yaml
 from sweep.space import (
     KINDS,
+    MAX_GRID_POINTS,
     PRUNERS,
     SAMPLERS,
     Param,
@@ -33,14 +35,23 @@ from sweep.space import (
 from sweep.space import space_error as fail
 from sweep.space_source import find_space, read_space_yaml
 
-TOP_LEVEL_KEYS = ("study", "kind", "description", "base", "params", "sampler", "pruner", "n_trials")
+TOP_LEVEL_KEYS = (
+    "study",
+    "kind",
+    "description",
+    "base",
+    "params",
+    "sampler",
+    "pruner",
+    "n_trials",
+    "repeats",
+)
 _RANGE_KEYS = ("low", "high", "log", "step")
 PARAM_KEYS = ("values", *_RANGE_KEYS)
 PARAM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\- ]{0,99}")
 # Far beyond any real space; past them a file is a mistake, and checking it would take long.
 MAX_VALUES = 1000
 MAX_COMBINATIONS = 1000
-MAX_GRID_POINTS = 10_000
 
 
 def load_space(given: str | Path) -> SearchSpace:
@@ -93,7 +104,8 @@ def _parse(path: Path, data: Any) -> SearchSpace:
             raise fail(
                 path, f"params.{ranged[0]}", "a grid sampler needs a list of values, not a range"
             )
-    n_trials = _parse_n_trials(path, data.get("n_trials"), sampler, params)
+    repeats = parse_repeats(data.get("repeats", 1), sampler, f"{path}: repeats:")
+    n_trials = _parse_n_trials(path, data.get("n_trials"), sampler, params, repeats)
     space = SearchSpace(
         path=path,
         study=study,
@@ -106,6 +118,7 @@ def _parse(path: Path, data: Any) -> SearchSpace:
         n_trials=n_trials,
         description=_parse_description(path, data.get("description")),
         kind=kind,
+        repeats=repeats,
     )
     _check_options(path, space)
     return space
@@ -299,8 +312,10 @@ def _parse_choice(
     return name, options
 
 
-def _parse_n_trials(path: Path, raw: Any, sampler: str, params: tuple[Param, ...]) -> int:
-    grid_size = math.prod(len(p.values) for p in params) if sampler == "grid" else None
+def _parse_n_trials(
+    path: Path, raw: Any, sampler: str, params: tuple[Param, ...], repeats: int = 1
+) -> int:
+    grid_size = math.prod(len(p.values) for p in params) * repeats if sampler == "grid" else None
     if grid_size is not None and grid_size > MAX_GRID_POINTS:
         raise fail(
             path,
@@ -315,7 +330,9 @@ def _parse_n_trials(path: Path, raw: Any, sampler: str, params: tuple[Param, ...
     if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
         raise fail(path, "n_trials", f"must be a positive integer, got {short(raw)}")
     if grid_size is not None and raw > grid_size:
-        raise fail(path, "n_trials", f"{short(raw)} is more than the grid's {grid_size} points")
+        runs = f"{grid_size} trials ({grid_size // repeats} points x {repeats} repeats)"
+        whole = f"{grid_size} points" if repeats == 1 else runs
+        raise fail(path, "n_trials", f"{short(raw)} is more than the grid's {whole}")
     return raw
 
 

@@ -125,9 +125,10 @@ def find_study(space: SearchSpace, storage: optuna.storages.BaseStorage) -> optu
 
 
 def point(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    """A trial's grid point: its parameters, or, before its objective has suggested them
-    (just taken from the queue), the ones it was queued with."""
-    return trial.params or trial.system_attrs.get("fixed_params", {})
+    """A trial's grid point: the parameters it was queued with, and those its objective has
+    suggested so far (a trial in the middle of its suggestions has only some of them, and
+    another slot deciding then must see its whole point, its repeat included)."""
+    return {**trial.system_attrs.get("fixed_params", {}), **trial.params}
 
 
 def outcomes(study: optuna.Study, space: SearchSpace) -> list[Outcome]:

@@ -7,9 +7,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from models.config import AutoencoderConfig
 from sweep.data import Split
+from sweep.points import RECONSTRUCTIONS
 from sweep.tf_env import import_keras_quietly, runtime_settings
 
 keras = import_keras_quietly(initialise=False)  # devices start with the first fit
@@ -135,7 +137,33 @@ def train_trial(
     if checkpoint is not None:
         model.save_weights(checkpoint)
     model.save(model_path)
+    write_reconstructions(model, data.x_val[:RECONSTRUCTED], reconstructions_path(model_path))
     return fit
+
+
+# The validation images every trial reconstructs: the first of the sweep's seeded split, so
+# every trial (and every repeat) of a study shows the same ones and the eye can compare.
+RECONSTRUCTED = 8
+
+
+def reconstructions_path(model_path: str | Path) -> Path:
+    """Where train_trial writes its reconstructions: beside the saved model."""
+    return Path(model_path).with_name(RECONSTRUCTIONS)
+
+
+def write_reconstructions(model: keras.Model, images: Any, path: Path) -> None:
+    """A PNG of `images` (one row) above the model's reconstructions of them (a second row),
+    each 28x28 image shown 3x its size, grayscale 0 (black) to 1 (white)."""
+    import numpy as np
+    from matplotlib.image import imsave
+
+    if not len(images):
+        return
+    rebuilt = np.clip(np.asarray(model.predict(images, verbose=0), dtype=float), 0.0, 1.0)
+    rows = [np.concatenate([*(x[..., 0] for x in row)], axis=1) for row in (images, rebuilt)]
+    picture = np.concatenate([rows[0], np.ones((2, rows[0].shape[1])), rows[1]], axis=0)
+    picture = np.kron(picture, np.ones((3, 3)))
+    imsave(path, picture, cmap="gray", vmin=0.0, vmax=1.0)
 
 
 def _dataset(images, batch_size: int, shuffle: bool):

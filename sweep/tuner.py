@@ -71,6 +71,11 @@ def check_space(space: SearchSpace, tuner: str) -> None:
         )
     if tuner not in TUNERS:
         raise SweepError(f"unknown tuner {tuner!r}; use one of {', '.join(TUNERS)}")
+    if space.repeats > 1:
+        raise SweepError(
+            f"repeats {space.repeats}: the keras-tuner backend trains each point once; "
+            "use --backend optuna for repeats"
+        )
     for p in space.params:
         if tuner == "grid" and p.is_range and (p.log or (p.step is None and not _is_int(p))):
             raise SweepError(

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from reports.conclusions import one_factor_conclusion
 from reports.statistics import (
     REAL,
     UNKNOWN,
@@ -106,3 +107,45 @@ def test_runs_without_a_finite_value_are_left_out() -> None:
     table = runs({"3": [0.010, math.nan, math.inf], "5": [0.011]})
     assert [s.n for s in per_value(table, "kernel_size")] == [1, 1]
     assert winner_against_runner_up(runs({"3": [0.01]}), "kernel_size") is None
+
+
+def study(values: dict[str, list[float]], param: str = "kernel_size") -> pd.DataFrame:
+    """A study's trials frame as the report reads it, every trial complete."""
+    table = runs(values, param)
+    return table.assign(
+        number=range(len(table)), state="complete", train_seconds=10.0, param_count=100.0
+    )
+
+
+def test_the_conclusion_calls_a_difference_beyond_the_noise_real() -> None:
+    trials = study({"3": [0.0100, 0.0102, 0.0098], "5": [0.0090, 0.0091, 0.0089]})
+    text = one_factor_conclusion(trials, "kernel_size", ["3", "5"])
+    assert text.startswith("kernel_size = 5 reached the lowest mean val_loss, 9.00e-03 (95% CI")
+    assert "3 runs)" in text and "10.0% below the runner-up 3 (1.00e-02)" in text
+    assert ": a real difference." in text and "Seed-to-seed noise: 1.6%" in text
+    assert "5.8% to 14.2% (95% CI, Welch p = 0.0048, 3 and 3 runs)" in text
+    assert "different seed can change" not in text  # the 2% rule is gone
+
+
+def test_the_conclusion_says_when_two_values_cannot_be_told_apart() -> None:
+    rng = np.random.default_rng(1)
+    noisy = {v: list(0.01 * (1 + 0.08 * rng.standard_normal(3))) for v in ("128", "256")}
+    text = one_factor_conclusion(study(noisy, "batch_size"), "batch_size", ["128", "256"])
+    assert "within the noise" in text and "cannot be told apart" in text
+
+
+def test_the_conclusion_with_one_run_each_says_the_noise_is_unknown_and_quotes_another() -> None:
+    trials = study({"3": [0.010], "5": [0.009], "7": [0.011]})
+    alone = one_factor_conclusion(trials, "kernel_size", ["3", "5", "7"])
+    assert "noise is unknown" in alone and "--repeats 3" in alone
+    quoted = one_factor_conclusion(trials, "kernel_size", ["3", "5", "7"], ("filters", 0.043))
+    assert "study filters of the same store measured 4.3%" in quoted
+
+
+def test_the_conclusion_gives_the_trend_along_ordered_values() -> None:
+    rng = np.random.default_rng(2)
+    means = {"3": 0.012, "5": 0.010, "7": 0.009, "9": 0.008}
+    trials = study({v: list(m * (1 + 0.02 * rng.standard_normal(3))) for v, m in means.items()})
+    text = one_factor_conclusion(trials, "kernel_size", list(means))
+    assert "Along the listed values val_loss falls (Spearman rho -0." in text
+    assert "a significant trend" in text
