@@ -106,7 +106,8 @@ workers: setup ## Run N workers (N=2, JOBS=1 trials each, the cores shared) on s
 	jobs=$${JOBS:-1}; cores=$$(nproc); threads=$$(( 2 * cores / ($(N) * $$jobs) )); \
 	[ $$threads -ge 1 ] || threads=1; [ $$threads -le $$cores ] || threads=$$cores; \
 	for i in $$(seq 1 $(N)); do \
-		( $(SWEEP) run --profile $(PROFILE) --jobs $$jobs --threads $$threads search_spaces/$(SPACE).yaml \
+		( $(SWEEP) run --profile $(PROFILE) --jobs $$jobs --threads $$threads $(if $(REPEATS),--repeats $(REPEATS)) \
+		  search_spaces/$(SPACE).yaml \
 		  --storage $(STORAGE) --tracking-uri $(TRACKING) $(ARGS) 2>&1; \
 		  echo "exit code $$?" ) | tee $(OUTPUT)/workers/worker-$$i.log | sed -u "s/^/[worker $$i] /" & \
 	done; wait; \

@@ -39,14 +39,18 @@ def one_factor_conclusion(
         return f"No complete trial yet, so no conclusion.{notes}"
     means = _value_means(done, param)
     diff = winner_against_runner_up(done, param)
-    repeated = bool((means["n"] >= 2).all())
     winner, won_value = means.iloc[0], means.index[0]
-    if repeated:
-        [won] = [s for s in per_value(done, param) if s.value == won_value]
+    own_noise = noise(done, param)
+    if own_noise is not None:  # this study's own noise, not another's
+        noise_elsewhere = None
+    [won] = [s for s in per_value(done, param) if s.value == won_value]
+    if won.n >= 2:
         text = (
             f"{param} = {won_value} reached the lowest mean val_loss, {sci(won.mean)} "
             f"(95% CI {sci(won.low)} to {sci(won.high)}, {won.n} runs)"
         )
+    elif (means["n"] >= 2).any():
+        text = f"{param} = {won_value} reached the lowest mean val_loss, {sci(won.mean)} (1 run)"
     else:
         text = f"{param} = {won_value} reached the lowest val_loss, {sci(winner['value'])}"
     if diff is None:
@@ -54,10 +58,10 @@ def one_factor_conclusion(
     runner = means.iloc[1]
     text += f", {diff.percent:.1f}% below the runner-up {means.index[1]} ({sci(runner['value'])})"
     text += _cost(winner, runner) + "."
-    text += " " + _verdict(diff, noise_elsewhere)
+    text += " " + _verdict(diff, noise_elsewhere, own_noise is not None)
     if len(means) > 2:
         worst = means.iloc[-1]
-        spread = (worst["value"] - winner["value"]) / worst["value"] * 100
+        spread = (worst["value"] - winner["value"]) / winner["value"] * 100
         text += f" The worst, {means.index[-1]} ({sci(worst['value'])}), is {spread:.1f}% above it."
     found = trend(done, param, order) if order else None
     if found is not None:
@@ -75,13 +79,14 @@ def one_factor_conclusion(
             f" The fastest, {cheapest_value}, trained in {cheapest['train_seconds']:.1f} s "
             f"with a val_loss {loss:.1f}% higher."
         )
-    cv = noise(done, param)
-    if cv is not None:
-        text += f" Seed-to-seed noise: {cv * 100:.1f}% (coefficient of variation)."
+    if own_noise is not None:
+        text += f" Seed-to-seed noise: {own_noise * 100:.1f}% (coefficient of variation)."
     return text + notes
 
 
-def _verdict(diff: Difference, noise_elsewhere: tuple[str, float] | None) -> str:
+def _verdict(
+    diff: Difference, noise_elsewhere: tuple[str, float] | None, repeated: bool = False
+) -> str:
     """Whether the winner's lead is real, in plain words with its interval."""
     if diff.verdict == REAL:
         return (
@@ -93,6 +98,14 @@ def _verdict(diff: Difference, noise_elsewhere: tuple[str, float] | None) -> str
             f"The difference is {diff.low:.1f}% to {diff.high:.1f}% (95% CI, Welch p = "
             f"{diff.p:.2g}, {diff.winner.n} and {diff.runner.n} runs): within the noise, "
             f"{diff.winner.value} and {diff.runner.value} cannot be told apart."
+        )
+    single = [str(s.value) for s in (diff.winner, diff.runner) if s.n < 2]
+    if len(single) == 1 or repeated:  # other values have repeats: the noise is measured
+        which = " and ".join(single)
+        return (
+            f"{which} {'has' if len(single) == 1 else 'have'} a single complete run, so "
+            "whether the gap is more than the noise is untested; train more repeats "
+            "(--repeats 3) to tell."
         )
     text = "With one run per value the seed-to-seed noise is unknown"
     if noise_elsewhere is not None:

@@ -119,11 +119,13 @@ def _draw_overlay(
     overlay: Axes, curves: pd.DataFrame, trials: pd.DataFrame, param: str, values: list[Any]
 ) -> None:
     """Each value's val_loss per epoch, one line style and marker per value: the mean over its
-    runs (repeats) with a 95% confidence band where it has more than one."""
+    complete runs (repeats) with a 95% confidence band where it has more than one (where runs
+    stopped early, later epochs average the runs that trained them)."""
     styles = zip(cycle(STYLES), cycle(MARKERS))
     repeated = False
+    done = completed(trials)
     for value, (style, marker) in zip(values, styles, strict=False):
-        ids = trials.loc[trials[param] == value, "number"].tolist()
+        ids = done.loc[done[param] == value, "number"].tolist()
         part = curves[curves["trial"].isin(ids) & (curves["metric"] == "val_loss")]
         part = part.dropna(subset=["value"])
         if part.empty:

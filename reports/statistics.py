@@ -139,17 +139,25 @@ def noise(trials: pd.DataFrame, param: str) -> float | None:
 
 
 def effect(trials: pd.DataFrame, param: str) -> Effect | None:
-    """The factor's effect size; None with fewer than two values."""
+    """The factor's effect size; None with fewer than two values. The test and the interval
+    use the values with two runs or more (UNKNOWN with fewer than two such values)."""
     groups = list(_groups(trials, param).values())
     if len(groups) < 2:
         return None
     spread = _spread(*groups)
-    if min(len(g) for g in groups) < 2:
+    groups = [g for g in groups if len(g) >= 2]
+    if len(groups) < 2:
         return Effect(spread, math.nan, math.nan, math.nan, UNKNOWN)
     if all(np.ptp(g) == 0 for g in groups):
         p, verdict = (0.0, REAL) if spread else (1.0, WITHIN_NOISE)
         return Effect(spread, spread, spread, p, verdict)
-    p = float(stats.f_oneway(*groups, equal_var=False).pvalue)
+    # Welch's ANOVA weighs each value by its variance, undefined when a value's runs are
+    # equal: the classic one-way ANOVA then.
+    welch = all(np.ptp(g) > 0 for g in groups)
+    p = float(stats.f_oneway(*groups, equal_var=not welch).pvalue)
+    if not math.isfinite(p):
+        return Effect(spread, math.nan, math.nan, math.nan, UNKNOWN)
+    spread = _spread(*groups)
     interval = stats.bootstrap(
         groups,
         _spread,

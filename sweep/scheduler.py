@@ -19,7 +19,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.errors import SweepError
-from sweep.points import key
+from sweep.points import key, repeat_of
 from sweep.signals import StopToken, watching
 from sweep.space import SearchSpace
 from sweep.storage import GRACE_FACTOR
@@ -57,8 +57,11 @@ def plan(study: optuna.Study | None, space: SearchSpace, budget: int | None = No
             f"--n-trials {budget} is more than the {len(space.grid_points())} points of the "
             f"grid in {space.path}"
         )
-    done_points = {key(t.params) for t in done_trials}
-    failed_points = {key(point(t)) for t in trials if t.state == TrialState.FAIL}
+    # Only the points of the grid as it is now count: a study run with more repeats keeps its
+    # other repeats (their data stay in the stores) without them standing in for points.
+    grid = {key(p) for p in space.grid_points()}
+    done_points = {key(point(t)) for t in done_trials} & grid
+    failed_points = {key(point(t)) for t in trials if t.state == TrialState.FAIL} & grid
     retry = [p for p in space.grid_points() if key(p) in failed_points - done_points]
     left = max(0, budget - len(done_points))
     return Plan(budget, len(done_points), left, tuple(retry[:left]))
@@ -100,13 +103,15 @@ def next_step(
     trials = study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state in DONE_STATES and in_space(t, space)]
     busy = [t for t in trials if t.state in BUSY_STATES]
-    if len(done) >= budget:
+    grid = {key(p) for p in space.grid_points()} if space.sampler == "grid" else set()
+    done_grid = {key(point(t)) for t in done} & grid  # this grid's points, as plan() counts
+    if (len(done_grid) if space.sampler == "grid" else len(done)) >= budget:
         return Step("stop")
     if any(t.state == TrialState.WAITING for t in trials):
         return Step("run")
     if space.sampler == "grid":
         taken = {key(point(t)) for t in trials if t.state != TrialState.WAITING}
-        if len({key(point(t)) for t in done}) + len(busy) < budget:
+        if len(done_grid) + len(busy) < budget:
             for candidate in order or space.grid_points():
                 if key(candidate) not in taken:
                     return Step("run", candidate)
@@ -120,12 +125,13 @@ def next_step(
 def by_cost(
     points: Sequence[dict[str, Any]], cost: Callable[[dict[str, Any]], float | None]
 ) -> tuple[dict[str, Any], ...]:
-    """The grid's points, most expensive first (a stable sort: equal or unknown costs keep the
-    file's order), so the longest trial starts first instead of running alone at the end."""
+    """The grid's points, most expensive first within each repeat (every point's repeat 0
+    before any repeat 1; a stable sort: equal or unknown costs keep the file's order), so the
+    longest trial starts first instead of running alone at the end."""
     costs = [cost(p) for p in points]
     if any(c is None for c in costs):
         return tuple(points)
-    ranked = sorted(range(len(points)), key=lambda i: -costs[i])
+    ranked = sorted(range(len(points)), key=lambda i: (repeat_of(points[i]), -costs[i]))
     return tuple(points[i] for i in ranked)
 
 

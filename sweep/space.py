@@ -177,8 +177,9 @@ class SearchSpace:
         return {p.name: list(p.labels) for p in self.params}
 
     def grid_points(self) -> list[dict[str, Any]]:
-        """Every trial of the grid: each combination of values, `repeats` times (its repeats
-        next to each other; with one run per point no repeat is recorded)."""
+        """Every trial of the grid: each combination of values, `repeats` times (every point's
+        repeat 0 first, then every repeat 1, ...; with one run per point no repeat is
+        recorded), so a run cut short has one run of each point before a second of any."""
         names = [p.name for p in self.params]
         points = [
             dict(zip(names, combo, strict=True))
@@ -186,7 +187,7 @@ class SearchSpace:
         ]
         if self.repeats == 1:
             return points
-        return [{**point, REPEAT: r} for point in points for r in range(self.repeats)]
+        return [{**point, REPEAT: r} for r in range(self.repeats) for point in points]
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """Ask the trial for every parameter (and its repeat, with repeats); return the config
@@ -194,8 +195,14 @@ class SearchSpace:
         overrides: dict[str, Any] = {}
         for p in self.params:
             overrides.update(p.overrides(p.suggest(trial)))
-        if self.repeats > 1:
-            trial.suggest_int(REPEAT, 0, self.repeats - 1)
+        # A queued trial's repeat is fixed (Optuna keeps a queued trial's params in
+        # `_fixed_params`); one queued without a repeat (a run with one run per point queued it)
+        # is repeat 0. The repeat is never sampled.
+        fixed = getattr(trial, "_fixed_params", None) or {}
+        if REPEAT in fixed:
+            trial.suggest_int(REPEAT, 0, max(self.repeats - 1, int(fixed[REPEAT])))
+        elif self.repeats > 1:
+            trial.suggest_int(REPEAT, 0, 0 if fixed else self.repeats - 1)
         return overrides
 
     def decode(self, stored_params: dict[str, Any]) -> dict[str, Any]:

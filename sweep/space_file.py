@@ -17,6 +17,7 @@ import yaml
 
 from models.config import AutoencoderConfig, Config, ConfigError, short, short_text
 from sweep.errors import SweepError
+from sweep.points import REPEAT
 from sweep.repeats import parse_repeats
 from sweep.safe_yaml import UnsupportedYaml, load_yaml
 from sweep.space import (
@@ -153,6 +154,8 @@ def _parse_param(path: Path, name: Any, spec: Any, base: Config) -> Param:
     key = f"params.{name}"
     if not isinstance(name, str) or not name.strip():
         raise fail(path, key, "a parameter name must be text")
+    if name == REPEAT:
+        raise fail(path, key, f"{REPEAT!r} names a trial's repeat (see repeats:); rename it")
     if not isinstance(spec, dict):
         raise fail(path, key, "must be a mapping with 'values' or 'low'/'high'")
     _check_keys(path, key, spec, PARAM_KEYS)

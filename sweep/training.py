@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -153,12 +154,20 @@ def reconstructions_path(model_path: str | Path) -> Path:
 
 def write_reconstructions(model: keras.Model, images: Any, path: Path) -> None:
     """A PNG of `images` (one row) above the model's reconstructions of them (a second row),
-    each 28x28 image shown 3x its size, grayscale 0 (black) to 1 (white)."""
+    each 28x28 image shown 3x its size, grayscale 0 (black) to 1 (white). A picture is not
+    worth a trial that trained: an error here is printed and the trial goes on without it."""
+    if not len(images):
+        return
+    try:
+        _write_reconstructions(model, images, path)
+    except Exception as exc:  # noqa: BLE001 - the trial's results stand without the picture
+        print(f"reconstructions not written: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
+def _write_reconstructions(model: keras.Model, images: Any, path: Path) -> None:
     import numpy as np
     from matplotlib.image import imsave
 
-    if not len(images):
-        return
     rebuilt = np.clip(np.asarray(model.predict(images, verbose=0), dtype=float), 0.0, 1.0)
     rows = [np.concatenate([*(x[..., 0] for x in row)], axis=1) for row in (images, rebuilt)]
     picture = np.concatenate([rows[0], np.ones((2, rows[0].shape[1])), rows[1]], axis=0)

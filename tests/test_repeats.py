@@ -41,7 +41,11 @@ def test_repeats_multiply_the_grid_and_its_default_budget(tmp_path: Path) -> Non
     space = load_space(space_file(tmp_path, "repeats: 3\n"))
     points = space.grid_points()
     assert space.repeats == 3 and space.n_trials == 6 and len(points) == 6
-    assert points[:3] == [{"filters": "[2, 4]", REPEAT: r} for r in range(3)]
+    assert points[:3] == [  # every point's repeat 0 first
+        {"filters": "[2, 4]", REPEAT: 0},
+        {"filters": "[4, 8]", REPEAT: 0},
+        {"filters": "[2, 4]", REPEAT: 1},
+    ]
     assert len({key(p) for p in points}) == 6
     assert "3 runs each" in space.describe()
     once = load_space(space_file(tmp_path))
@@ -221,3 +225,52 @@ def test_too_many_repeats_for_a_large_grid_are_refused(tmp_path: Path) -> None:
     values = "[" + ", ".join(f"[{2 + i}, {4 + i}]" for i in range(200)) + "]"
     with pytest.raises(SpaceError, match="--repeats 60: 200 points x 60 is more than 10,000"):
         with_repeats(load_space(space_file(tmp_path, values=values)), 60)
+
+
+def test_a_parameter_named_repeat_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "named.yaml"
+    path.write_text(
+        "base: {filters: [2, 4], pool_blocks: 2}\n"
+        "params:\n  repeat:\n    values: [{kernel_size: 3}, {kernel_size: 5}]\n"
+    )
+    with pytest.raises(SpaceError, match="params.repeat: 'repeat' names a trial's repeat"):
+        load_space(path)
+
+
+def test_a_grid_cut_short_has_one_run_of_each_point_before_a_second(tmp_path: Path, run) -> None:
+    fake = Fake()
+    space = load_space(space_file(tmp_path, "repeats: 3\n", "[[2, 4], [4, 8], [8, 8]]"))
+    run(space, fake, isolate=False, n_trials=4)
+    assert sorted(fake.calls) == [("(2, 4)", 0), ("(4, 8)", 0), ("(8, 8)", 0), ("(8, 8)", 1)]
+
+
+def test_fewer_repeats_than_recorded_neither_count_the_others_nor_skip_points(
+    tmp_path: Path, run
+) -> None:
+    """Cut short with repeats 3, then run with one per point: the points left still run."""
+    fake = Fake()
+    values = "[[2, 4], [4, 8], [8, 8], [8, 16]]"
+    three = load_space(space_file(tmp_path, "repeats: 3\n", values))
+    run(three, fake, isolate=False, n_trials=6)  # all repeat 0s, then two repeat 1s
+    once = load_space(space_file(tmp_path, "", values))
+    printed = io.StringIO()
+    with lines_to(printed):
+        study = run(once, fake, isolate=False)
+    assert len(fake.calls) == 6  # every point's repeat 0 was done: nothing left
+    assert len(study.trials) == 6
+    values5 = "[[2, 4], [4, 8], [8, 8], [8, 16], [16, 16]]"
+    study = run(load_space(space_file(tmp_path, "", values5)), fake, isolate=False)
+    assert fake.calls[6:] == [("(16, 16)", 0)]  # the new value runs; the extra repeats don't count
+
+
+def test_a_queued_repeat_keeps_its_seed_under_fewer_repeats(tmp_path: Path) -> None:
+    space = load_space(space_file(tmp_path))  # one run per point
+    study = optuna.create_study()
+    study.enqueue_trial({"filters": "[4, 8]", REPEAT: 2})
+    trial = study.ask()
+    space.suggest(trial)
+    assert trial.params[REPEAT] == 2
+    study.enqueue_trial({"filters": "[4, 8]"})
+    trial = study.ask()
+    with_repeats(space, 3).suggest(trial)
+    assert trial.params[REPEAT] == 0  # queued without a repeat: repeat 0, never drawn

@@ -149,3 +149,19 @@ def test_the_conclusion_gives_the_trend_along_ordered_values() -> None:
     text = one_factor_conclusion(trials, "kernel_size", list(means))
     assert "Along the listed values val_loss falls (Spearman rho -0." in text
     assert "a significant trend" in text
+
+
+def test_a_value_with_a_single_run_among_repeated_ones_is_named_and_the_own_noise_quoted() -> None:
+    trials = study({"3": [0.0100, 0.0102, 0.0098], "5": [0.0090], "7": [0.012, 0.0121]})
+    text = one_factor_conclusion(trials, "kernel_size", ["3", "5", "7"], ("filters", 0.5))
+    assert "lowest mean val_loss, 9.00e-03 (1 run)" in text
+    assert "5 has a single complete run" in text and "untested" in text
+    assert "filters" not in text and "Seed-to-seed noise:" in text  # its own noise, not another's
+    found = effect(trials, "kernel_size")  # tested on the values with repeats
+    assert found.verdict == REAL and found.p < 0.05
+
+
+def test_a_value_whose_runs_are_equal_does_not_hide_an_effect() -> None:
+    trials = runs({"a": [0.010] * 3, "b": [0.011, 0.012, 0.0115], "c": [0.02, 0.021, 0.019]})
+    found = effect(trials, "kernel_size")
+    assert found.verdict == REAL and found.p < 0.05  # Welch's ANOVA alone gives p = NaN here
