@@ -23,6 +23,7 @@ from reports.style import (
     draw_train_and_val,
     epoch_axis,
     grid,
+    log_axis,
     missing,
     note,
     ordered,
@@ -70,8 +71,9 @@ def plot_value_curves(
         epoch_axis(ax)
         ax.set_ylabel("MSE")
         if not data.empty:
-            ax.set_yscale("log")  # curves spanning a decade are flat lines on a linear axis
-        ax.yaxis.set_major_formatter(SCI)
+            log_axis(ax)
+        else:
+            ax.yaxis.set_major_formatter(SCI)
     handles, labels = axes[0].get_legend_handles_labels()
     unique = dict(zip(labels, handles, strict=True))
     fig.legend(
@@ -143,8 +145,9 @@ def _draw_overlay(
     epoch_axis(overlay)
     overlay.set_ylabel("val_loss (MSE)")
     if overlay.lines:
-        overlay.set_yscale("log")
-    overlay.yaxis.set_major_formatter(SCI)
+        log_axis(overlay)
+    else:
+        overlay.yaxis.set_major_formatter(SCI)
     if overlay.lines:
         overlay.legend(title=param, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
 

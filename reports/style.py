@@ -19,7 +19,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator  # noqa: E402
 
 PAGE = (11.69, 8.27)
 STYLES = ["-", "--", "-.", ":"]
@@ -37,6 +37,16 @@ def sci(value: float | None) -> str:
 
 
 SCI = FuncFormatter(lambda v, _pos: sci(v) if v else "0")
+
+
+def log_axis(ax: Axes) -> None:
+    """A log-scale loss axis (curves spanning a decade are flat lines on a linear one), its
+    ticks at 1, 2 and 5 per decade, all labelled alike."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_minor_locator(LogLocator(subs="auto"))
+    ax.yaxis.set_major_formatter(SCI)
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
 
 
 def page(title: str) -> Figure:

@@ -149,7 +149,7 @@ def run_sweep(
         workers.append(worker)
         objectives.append(make_objective(replace(ctx, slot=slots.slot(index))))
     with parent_run_ended(tracker, parent, lambda: best_summary(study, space)):
-        run_slots(workers, objectives)
+        run_slots(workers, objectives, in_processes=can_share)
     return study
 
 

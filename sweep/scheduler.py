@@ -306,12 +306,16 @@ class Worker:
             return step, trial
 
 
-def run_slots(workers: Sequence[Worker], objectives: Sequence[Callable]) -> None:
+def run_slots(
+    workers: Sequence[Worker], objectives: Sequence[Callable], in_processes: bool = False
+) -> None:
     """Run the workers of one process's slots at once: the first in this (the main) thread, the
     others in threads of their own, each training in trial processes of its own. Ctrl-C or
     SIGTERM reaches the main thread: every slot's running trial is then ended and recorded as
     stopped, and the interruption raised here once they are. An unexpected error in one slot
-    lets the others finish their trials, then is raised here."""
+    lets the others finish their trials, then is raised here. `in_processes`: every trial
+    trains in a process of its own (the only way several slots run), whose wait checks the
+    stop."""
     study = workers[0].study
     shared = workers[0].shared
     assert shared is not None and all(w.shared is shared for w in workers)
@@ -320,10 +324,12 @@ def run_slots(workers: Sequence[Worker], objectives: Sequence[Callable]) -> None
         threading.Thread(target=_slot_thread, args=(w, o), name=f"slot-{w.slot}", daemon=True)
         for w, o in zip(workers[1:], objectives[1:], strict=True)
     ]
-    # With several slots, every thread's trial trains in a process of its own and checks the
-    # stop while it waits for it, so a signal only marks the stop: each slot, the main one too,
-    # then ends at its next check, never in the middle of a store's call.
-    with watching(shared.stop, deferred=len(workers) > 1):
+    # Where every trial trains in a process of its own, each slot checks the stop while it
+    # waits for it, so a signal only marks the stop: each slot, the main one too, then ends at
+    # its next check, never in the middle of a store's call (an interruption inside an MLflow
+    # request can leave its connection broken, and the trial's record then fails with it).
+    # A trial that trains in this process has no such check: the signal raises where it lands.
+    with watching(shared.stop, deferred=in_processes or len(workers) > 1):
         try:
             for thread in threads:
                 thread.start()
