@@ -33,7 +33,7 @@ from reports.runs import ClassifierData
 from reports.statistics import REAL, UNKNOWN, WITHIN_NOISE, effect, noise
 from reports.stores import store_missing
 from reports.studies import StudyData
-from reports.style import sci, short
+from reports.style import ordered, sci, short
 from reports.tables import plot_summary_table, plot_tables, plot_text_page
 from sweep.storage import mask_url
 
@@ -224,13 +224,9 @@ def reconstructions_page(study: StudyData) -> Figure:
     done = done[done["number"].isin(list(study.reconstructions))]
     if study.is_one_factor:
         param = study.params[0]
-        firsts = done.drop_duplicates(param)
-        order = {v: i for i, v in enumerate(study.value_order.get(param, []))}
-        firsts = firsts.sort_values(param, key=lambda c: c.map(lambda v: order.get(v, len(order))))
-        rows = [
-            (f"{param} = {short(row[param], 40)}\ntrial {int(row['number'])}", row["number"])
-            for _, row in firsts.iterrows()
-        ]
+        firsts = done.drop_duplicates(param).set_index(param)["number"]
+        values = ordered(study.value_order.get(param, []), firsts.index.tolist())
+        rows = [(f"{param} = {short(v, 40)}\ntrial {int(firsts[v])}", firsts[v]) for v in values]
     else:
         best = best_trial(done, study.maximize)
         rows = [] if best is None else [(f"best trial {int(best['number'])}", best["number"])]

@@ -169,7 +169,7 @@ def _write_reconstructions(model: keras.Model, images: Any, path: Path) -> None:
     from matplotlib.image import imsave
 
     rebuilt = np.clip(np.asarray(model.predict(images, verbose=0), dtype=float), 0.0, 1.0)
-    rows = [np.concatenate([*(x[..., 0] for x in row)], axis=1) for row in (images, rebuilt)]
+    rows = [np.concatenate(list(row[..., 0]), axis=1) for row in (images, rebuilt)]
     picture = np.concatenate([rows[0], np.ones((2, rows[0].shape[1])), rows[1]], axis=0)
     picture = np.kron(picture, np.ones((3, 3)))
     imsave(path, picture, cmap="gray", vmin=0.0, vmax=1.0)
