@@ -10,7 +10,10 @@ ARGS ?=
 SWEEP = $(BIN)/sweep --output $(OUTPUT)
 JOBS ?=
 REPEATS ?=
-RUN = $(SWEEP) run --profile $(PROFILE) $(if $(JOBS),--jobs $(JOBS)) $(if $(REPEATS),--repeats $(REPEATS))
+CONFIRM ?=
+# Runs per grid point (REPEATS) and a drawn study's best configurations retrained (CONFIRM).
+SEEDS = $(if $(REPEATS),--repeats $(REPEATS)) $(if $(CONFIRM),--confirm $(CONFIRM))
+RUN = $(SWEEP) run --profile $(PROFILE) $(if $(JOBS),--jobs $(JOBS)) $(SEEDS)
 DEBIAN_DATASET := /usr/share/datasets/fashion-mnist
 # Many workers: `make services`, then `make workers N=2 SPACE=filters`.
 PG_PORT ?= 5433
@@ -27,7 +30,7 @@ SPACE ?= filters
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*## "}; {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
-	@echo "  Variables: PROFILE=quick|full  JOBS=auto|N  REPEATS=N  OUTPUT=runs  ARGS='--n-trials 5 --set epochs=3'"
+	@echo "  Variables: PROFILE=quick|full  JOBS=auto|N  REPEATS=N  CONFIRM=K  OUTPUT=runs  ARGS='--n-trials 5 --set epochs=3'"
 
 setup: $(STAMP) dataset ## Create .venv, install the package with test extras, and the dataset
 
@@ -106,7 +109,7 @@ workers: setup ## Run N workers (N=2, JOBS=1 trials each, the cores shared) on s
 	jobs=$${JOBS:-1}; cores=$$(nproc); threads=$$(( 2 * cores / ($(N) * $$jobs) )); \
 	[ $$threads -ge 1 ] || threads=1; [ $$threads -le $$cores ] || threads=$$cores; \
 	for i in $$(seq 1 $(N)); do \
-		( $(SWEEP) run --profile $(PROFILE) --jobs $$jobs --threads $$threads $(if $(REPEATS),--repeats $(REPEATS)) \
+		( $(SWEEP) run --profile $(PROFILE) --jobs $$jobs --threads $$threads $(SEEDS) \
 		  search_spaces/$(SPACE).yaml \
 		  --storage $(STORAGE) --tracking-uri $(TRACKING) $(ARGS) 2>&1; \
 		  echo "exit code $$?" ) | tee $(OUTPUT)/workers/worker-$$i.log | sed -u "s/^/[worker $$i] /" & \

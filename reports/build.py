@@ -17,14 +17,9 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
 from reports.runs import load_classifier_data
-from reports.sections import (
-    best_encoder_page,
-    classifier_pages,
-    measured_noise,
-    study_pages,
-    title_page,
-)
+from reports.sections import best_encoder_page, classifier_pages, study_pages
 from reports.studies import StudyData, load_study_data, no_studies, study_names
+from reports.title import measured_noise, title_page
 from sweep.errors import SweepError
 
 REPORT_NAME = "report.pdf"

@@ -10,7 +10,9 @@ import pandas as pd
 from reports.frames import best_trial, compared
 from reports.statistics import (
     REAL,
+    UNKNOWN,
     WITHIN_NOISE,
+    Confirmation,
     Difference,
     noise,
     per_value,
@@ -162,3 +164,70 @@ def joint_conclusion(
     if pruned:
         text += f"; {pruned} of {len(trials)} trials were pruned early"
     return text + "."
+
+
+def confirmation_conclusion(
+    found: Confirmation, expected: int, metric: str = "val_loss", maximize: bool = False
+) -> str:
+    """Whether the search's winner holds on new seeds: its new mean against its search value,
+    and the best of the confirmed configurations against the next, with the interval.
+    `expected`: how many confirmation runs the study asked for."""
+    runs = sum(c.runs.n for c in found.confirmed)
+    text = (
+        "The search's best configurations were retrained with new seeds "
+        f"({runs} of {expected} runs complete)."
+    )
+    winner = found.winner
+    if winner is None:
+        return text + " The search's winner has no complete confirmation run yet."
+    better = "higher" if maximize else "lower"
+    text += f" Its winner, trial #{winner.number} ({metric} {sci(winner.searched)} in the search),"
+    text += f" averages {sci(winner.runs.mean)} on {_runs(winner.runs.n)}"
+    if winner.runs.n >= 2:
+        text += f" (95% CI {sci(winner.runs.low)} to {sci(winner.runs.high)})"
+    lucky = (winner.searched - winner.runs.mean) / winner.runs.mean * 100
+    lucky = lucky if maximize else -lucky
+    text += (
+        f"; its search run was {abs(lucky):.1f}% {'better' if lucky > 0 else 'worse'} than that "
+        "(a search's winner is picked partly for its luck)."
+    )
+    diff = found.difference
+    if diff is None:
+        return text + " With one configuration confirmed there is nothing to compare it with."
+    if not found.holds:
+        diff = found.against_winner or diff
+    interval = (
+        f"{diff.percent:.1f}%, 95% CI {diff.low:.1f}% to {diff.high:.1f}%, Welch p = "
+        f"{diff.p:.2g}, {diff.winner.n} and {diff.runner.n} runs"
+    )
+    best, runner = f"#{diff.winner.value}", f"#{diff.runner.value}"
+    if diff.verdict == UNKNOWN:
+        return text + (
+            f" {best} or {runner} has fewer than two complete new runs, so whether the winner "
+            "holds is untested."
+        )
+    if found.holds:
+        if diff.verdict == REAL:
+            return text + (
+                f" The winner holds: on the new seeds it is {better} than the next, {runner}, "
+                f"by {interval}: a real difference."
+            )
+        return text + (
+            f" The winner holds on the means, but its lead over {runner} ({interval}) is "
+            "within the noise: the two cannot be told apart."
+        )
+    rank = next(c.rank for c in found.confirmed if c.number == diff.winner.value)
+    if diff.verdict == REAL:
+        return text + (
+            f" The winner does not hold: on the new seeds {best} (search rank {rank}) is "
+            f"{better} than it by {interval}: a real difference."
+        )
+    return text + (
+        f" On the new seeds {best} (search rank {rank}) averages {better} than the winner, by "
+        f"{interval}: within the noise, the two cannot be told apart, so the search's pick is "
+        "not confirmed either way."
+    )
+
+
+def _runs(n: int) -> str:
+    return "1 new seed" if n == 1 else f"{n} new seeds"

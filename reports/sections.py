@@ -1,19 +1,18 @@
-"""What each section of the report says: the title page and its summary table, a study's
+"""What each section of the report says after its title page (reports.title): a study's
 pages, the best encoder's hand-off, the classifier stage. Each page is a figure drawn from
 the data the stores gave; build.py puts them in order in the PDF."""
 
 from __future__ import annotations
 
-import datetime as dt
+import textwrap
 import warnings
 from collections.abc import Iterable, Mapping
-from importlib import metadata
 
 import optuna
 import pandas as pd
 from matplotlib.figure import Figure
 
-from reports.conclusions import joint_conclusion, one_factor_conclusion
+from reports.conclusions import confirmation_conclusion, joint_conclusion, one_factor_conclusion
 from reports.figures import (
     plot_confusion_matrix,
     plot_phase_curves,
@@ -30,143 +29,19 @@ from reports.joint import (
 )
 from reports.one_factor import plot_comparison, plot_value_curves
 from reports.runs import ClassifierData
-from reports.statistics import REAL, UNKNOWN, WITHIN_NOISE, effect, noise
-from reports.stores import store_missing
+from reports.statistics import confirmation
 from reports.studies import StudyData
-from reports.style import ordered, sci, short
+from reports.style import configuration, ordered, sci, short
 from reports.tables import plot_summary_table, plot_tables, plot_text_page
-from sweep.storage import mask_url
+from sweep.points import CONFIRM_SEEDS
 
-PACKAGES = ("tensorflow", "keras", "optuna", "mlflow", "pandas", "seaborn")
 STATUS_ROWS = 10
 CLASS_FORMATS = {"precision": "{:.3f}", "recall": "{:.3f}", "f1": "{:.3f}", "support": "{:.0f}"}
-SUMMARY_STATES = ("complete", "running", "pruned", "failed")
-
-
-def summary_table(data: list[StudyData]) -> pd.DataFrame:
-    """One row per study; a study with nothing to compare yet shows why instead of a best."""
-    rows = []
-    for study in data:
-        trials = study.trials
-        best = best_trial(study.trials, study.maximize)
-        rows.append(
-            {
-                "study": study.name,
-                "varies": ", ".join(study.params) or "-",
-                "best configuration": study.note
-                if best is None
-                else _configuration(best, study.params),
-                "best value": "-" if best is None else f"{study.metric} {sci(best['value'])}",
-                **{state: int((trials["state"] == state).sum()) for state in SUMMARY_STATES},
-                "training time (s)": f"{trials['train_seconds'].sum():.0f}",
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def _configuration(trial: pd.Series, params: list[str]) -> str:
-    """The trial's parameters as `name=value`, leaving out those it does not have."""
-    shown = [
-        short(f"{p}={sci(v) if isinstance(v, float) else v}", 40)
-        for p in params
-        if pd.notna(v := trial[p])
-    ]
-    return "  ".join(shown) or "-"
 
 
 def _pairs(params: Mapping[str, str], keys: Iterable[str]) -> str:
     """`key=value` for each of `keys` that `params` holds, two spaces apart."""
     return "  ".join(f"{k}={params[k]}" for k in keys if k in params)
-
-
-def package_versions() -> dict[str, str]:
-    """The installed version of each package the results depend on, for the title page."""
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
-def title_page(data: list[StudyData], storage_url: str, tracking_uri: str) -> Figure:
-    """Where the data came from (stores, dataset, profile, packages, seed), then the summary."""
-    first = next((s.run_params for s in data if s.run_params), {})
-    datasets, profiles = (_recorded(data, key) for key in ("dataset", "profile"))
-    versions = ", ".join(f"{k} {v}" for k, v in package_versions().items())
-    text = "\n".join(
-        [
-            f"Generated  {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
-            f"Dataset    {', '.join(datasets) or '?'}",
-            f"Profile    {', '.join(profiles) or '?'}",
-            f"Studies    {', '.join(s.name for s in data)}",
-            f"Optuna     {mask_url(storage_url)}",
-            f"MLflow     {mask_url(tracking_uri)}"
-            + (" (not created yet: no curves)" if store_missing(tracking_uri) else ""),
-            f"Packages   {versions}",
-            f"Seed       {first.get('seed', '?')}",
-        ]
-    )
-    matters = what_matters(data)
-    heading = "What matters: each factor's effect on best val_loss (one-factor studies)"
-    return plot_summary_table(
-        summary_table(data), "Autoencoder sweep report", text, (heading, matters)
-    )
-
-
-VERDICTS = {
-    REAL: "matters",
-    WITHIN_NOISE: "within noise",
-    UNKNOWN: "noise unknown (one run each)",
-}
-
-
-def what_matters(data: list[StudyData]) -> pd.DataFrame:
-    """One row per one-factor study: its factor, the runs per value, the effect size (spread of
-    the value means over the grand mean) with its 95% CI, Welch's ANOVA p, and a verdict."""
-    rows = []
-    for study in data:
-        if study.note or not study.is_one_factor:
-            continue
-        param = study.params[0]
-        done = compared(study.trials)
-        found = effect(done, param)
-        if found is None:
-            continue
-        counts = done.groupby(param).size()
-        low, high = counts.min(), counts.max()
-        runs = str(low) if low == high else f"{low}-{high}"
-        known = found.verdict != UNKNOWN
-        rows.append(
-            {
-                "factor": param,
-                "study": study.name,
-                "values": str(len(counts)),
-                "runs each": runs,
-                "effect": f"{found.spread:.1f}%",
-                "95% CI": f"{found.low:.1f}% to {found.high:.1f}%" if known else "-",
-                "p": f"{found.p:.2g}" if known else "-",
-                "verdict": VERDICTS[found.verdict],
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def measured_noise(data: list[StudyData]) -> dict[str, float]:
-    """The seed-to-seed noise of each one-factor study that has repeats."""
-    found = {}
-    for study in data:
-        if not study.note and study.is_one_factor:
-            cv = noise(compared(study.trials), study.params[0])
-            if cv is not None:
-                found[study.name] = cv
-    return found
-
-
-def _recorded(data: list[StudyData], key: str) -> list[str]:
-    """The distinct values of run parameter `key` the studies' sweeps recorded."""
-    return sorted({s.run_params[key] for s in data if key in s.run_params})
 
 
 def study_pages(
@@ -198,23 +73,56 @@ def study_pages(
         importances = _importances(study)
         title = "Joint search" if study.name == "joint" else f"Study {study.name}"
         objective = Objective(study.metric, study.maximize, title)
+        # The search's own figures; the trials retraining its best have a page of their own.
+        search = study.search
+        intermediate = study.intermediate[study.intermediate["trial"].isin(search["number"])]
         pages = [
-            plot_history(study.trials, importances, objective),
-            plot_param_scatter(study.trials, study.params, study.value_order, objective),
-            plot_intermediate(study.intermediate, objective),
-            plot_pareto(study.trials, objective),
+            plot_history(search, importances, objective),
+            plot_param_scatter(search, study.params, study.value_order, objective),
+            plot_intermediate(intermediate, objective),
+            plot_pareto(search, objective),
             plot_text_page(
                 f"{study.name}: conclusion",
-                joint_conclusion(study.trials, importances, study.metric, study.maximize)
+                joint_conclusion(search, importances, study.metric, study.maximize)
                 + _outside(study),
             ),
         ]
+        if study.trials["confirms"].any():
+            pages.append(confirmation_page(study))
     if study.reconstructions:
         pages.append(reconstructions_page(study))
     tables = list(study.architectures.items())
     for i in range(0, len(tables), 2):
         pages.append(plot_tables(dict(tables[i : i + 2]), f"{study.name}: architectures"))
     return pages
+
+
+def confirmation_page(study: StudyData) -> Figure:
+    """A drawn study's best configurations retrained with new seeds: per configuration its
+    search rank and value, its new seeds' mean with the 95% CI; whether the winner holds."""
+    title = f"{study.name}: does the winner hold on new seeds?"
+    found = confirmation(compared(study.trials), study.params, study.maximize)
+    asked = int(study.trials["confirms"].sum())
+    if found is None:
+        text = f"{asked} confirmation trial(s) recorded, none of them complete yet."
+        return plot_summary_table(pd.DataFrame(), title, text)
+    search = study.search.set_index("number")
+    rows = [
+        {
+            "search rank": c.rank,
+            "trial": f"#{c.number}",
+            "configuration": short(configuration(search.loc[c.number], study.params), 60),
+            f"search {study.metric}": sci(c.searched),
+            "new seeds": c.runs.n,
+            "mean": sci(c.runs.mean),
+            "95% CI": "-" if c.runs.n < 2 else f"{sci(c.runs.low)} to {sci(c.runs.high)}",
+        }
+        for c in found.confirmed
+    ]
+    configurations = len(study.trials[study.trials["confirms"]].drop_duplicates(study.params))
+    expected = configurations * CONFIRM_SEEDS
+    text = confirmation_conclusion(found, expected, study.metric, study.maximize)
+    return plot_summary_table(pd.DataFrame(rows), title, textwrap.fill(text, 92))
 
 
 def reconstructions_page(study: StudyData) -> Figure:
@@ -275,7 +183,7 @@ def _trial_status(study: StudyData) -> pd.DataFrame:
             "trial": trials.index,
             "state": trials["state"].to_numpy(),
             "parameters": [
-                short(_configuration(row, study.params), 64) for _, row in trials.iterrows()
+                short(configuration(row, study.params), 64) for _, row in trials.iterrows()
             ],
             "epochs": seen["count"].reindex(trials.index).fillna(0).astype(int).to_numpy(),
             f"last {study.metric}": [sci(v) for v in seen["last"].reindex(trials.index)],

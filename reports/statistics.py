@@ -95,23 +95,30 @@ def per_value(trials: pd.DataFrame, param: str, order: Sequence[Any] = ()) -> li
     return [_value_stats(v, groups[v]) for v in listed + rest]
 
 
-def winner_against_runner_up(trials: pd.DataFrame, param: str) -> Difference | None:
-    """The value with the lowest mean against the next lowest; None with fewer than two."""
+def winner_against_runner_up(
+    trials: pd.DataFrame, param: str, maximize: bool = False
+) -> Difference | None:
+    """The value with the best mean (the lowest; the highest with `maximize`) against the next
+    best; None with fewer than two. The difference is the winner's lead, in % of the
+    runner-up's mean: positive however the metric improves."""
     groups = _groups(trials, param)
     if len(groups) < 2:
         return None
-    ranked = sorted(groups, key=lambda v: float(np.mean(groups[v])))
+    ranked = sorted(groups, key=lambda v: float(np.mean(groups[v])), reverse=maximize)
     best, next_best = groups[ranked[0]], groups[ranked[1]]
     winner, runner = _value_stats(ranked[0], best), _value_stats(ranked[1], next_best)
-    percent = (runner.mean - winner.mean) / runner.mean * 100
+    sign = -1 if maximize else 1
+    percent = sign * (runner.mean - winner.mean) / runner.mean * 100
     if winner.n < 2 or runner.n < 2:
         return Difference(winner, runner, percent, math.nan, math.nan, math.nan, UNKNOWN)
     if np.ptp(best) == 0 and np.ptp(next_best) == 0:  # no spread at all: t is undefined
         p, verdict = (0.0, REAL) if percent else (1.0, WITHIN_NOISE)
         return Difference(winner, runner, percent, percent, percent, p, verdict)
-    test = stats.ttest_ind(next_best, best, equal_var=False)
+    # The interval of the lead: winner less runner-up where more is better, else the reverse.
+    ahead, behind = (best, next_best) if maximize else (next_best, best)
+    test = stats.ttest_ind(ahead, behind, equal_var=False)
     ci = test.confidence_interval(CONFIDENCE)
-    low, high = (ci.low / runner.mean * 100, ci.high / runner.mean * 100)
+    low, high = (float(ci.low / runner.mean * 100), float(ci.high / runner.mean * 100))
     verdict = REAL if low > 0 or high < 0 else WITHIN_NOISE
     return Difference(winner, runner, percent, low, high, float(test.pvalue), verdict)
 
@@ -169,6 +176,82 @@ def effect(trials: pd.DataFrame, param: str) -> Effect | None:
     ).confidence_interval
     verdict = REAL if p < ALPHA else WITHIN_NOISE
     return Effect(spread, float(interval.low), float(interval.high), p, verdict)
+
+
+@dataclass(frozen=True)
+class Confirmed:
+    """One configuration of a drawn study retrained with new seeds (sweep.confirm): its search
+    trial `number`, its `rank` in the search (1: the search's winner), its value `searched`
+    there, and its new seeds' `runs` (ValueStats, value = the search trial's number)."""
+
+    number: int
+    rank: int
+    searched: float
+    runs: ValueStats
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """A study's confirmation: each retrained configuration (by search rank), and the best of
+    them on the new seeds against the next (None with fewer than two configurations). The
+    search's winner `holds` when it is still best on the new seeds; where it does not,
+    `against_winner` is that best against the search's winner."""
+
+    confirmed: list[Confirmed]
+    difference: Difference | None
+    against_winner: Difference | None = None
+
+    @property
+    def winner(self) -> Confirmed | None:
+        return next((c for c in self.confirmed if c.rank == 1), None)
+
+    @property
+    def holds(self) -> bool:
+        best = self.difference.winner.value if self.difference else None
+        return self.winner is not None and best in (None, self.winner.number)
+
+
+def confirmation(
+    trials: pd.DataFrame, params: Sequence[str], maximize: bool = False
+) -> Confirmation | None:
+    """The new seeds' runs of each confirmed configuration against its search trial; None
+    where no confirmation trial completed. `trials`: a study's compared trials, with a bool
+    column `confirms`; a configuration is its values of `params`."""
+    runs = trials[trials["confirms"]]
+    search = trials[~trials["confirms"]].sort_values(
+        ["value", "number"], ascending=[not maximize, True]
+    )
+    if runs.empty or search.empty:
+        return None
+    search = search.drop_duplicates(list(params))  # a configuration drawn twice: its best
+    rank = {_config(row, params): i for i, (_, row) in enumerate(search.iterrows(), start=1)}
+    first = {_config(row, params): row for _, row in search.iterrows()}
+    runs = runs.assign(config=[_config(row, params) for _, row in runs.iterrows()])
+    runs = runs[runs["config"].isin(list(first))]
+    if runs.empty:
+        return None
+    runs = runs.assign(search_trial=[int(first[c]["number"]) for c in runs["config"]])
+    confirmed = [
+        Confirmed(
+            int(first[c]["number"]),
+            rank[c],
+            float(first[c]["value"]),
+            _value_stats(int(first[c]["number"]), group["value"].to_numpy(dtype=float)),
+        )
+        for c, group in runs.groupby("config", sort=False)
+    ]
+    confirmed.sort(key=lambda c: c.rank)
+    found = Confirmation(confirmed, winner_against_runner_up(runs, "search_trial", maximize))
+    if found.holds or found.winner is None or found.difference is None:
+        return found
+    pair = runs[runs["search_trial"].isin([found.difference.winner.value, found.winner.number])]
+    against = winner_against_runner_up(pair, "search_trial", maximize)
+    return Confirmation(confirmed, found.difference, against)
+
+
+def _config(row: pd.Series, params: Sequence[str]) -> tuple:
+    """A trial's configuration as a key (a parameter it lacks is None)."""
+    return tuple(None if pd.isna(row[p]) else row[p] for p in params)
 
 
 def mean_band(runs: Sequence[float]) -> tuple[float, float, float]:

@@ -15,7 +15,7 @@ from reports.frames import completed, frame
 from reports.runs import study_runs
 from reports.stores import store_missing
 from sweep.errors import SweepError
-from sweep.points import REPEAT, is_listed, repeat_of
+from sweep.points import CONFIRMS, REPEAT, is_listed, repeat_of
 from sweep.storage import OPTUNA, first_open, mask_url, open_storage, store_owner
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -31,6 +31,7 @@ TRIAL_COLUMNS = {
     "run_id": "str",
     "fail_reason": "str",
     "repeat": "int64",
+    "confirms": "bool",
 }
 INTERMEDIATE_COLUMNS = {"trial": "int64", "epoch": "int64", "value": "float64", "state": "str"}
 
@@ -92,6 +93,11 @@ class StudyData:
     def complete(self) -> pd.DataFrame:
         """The trials that completed."""
         return completed(self.trials)
+
+    @property
+    def search(self) -> pd.DataFrame:
+        """The trials of its search: all but those retraining its best (sweep.confirm)."""
+        return self.trials[~self.trials["confirms"]]
 
     @property
     def is_one_factor(self) -> bool:
@@ -207,5 +213,6 @@ def _trial_row(trial: optuna.trial.FrozenTrial, params: list[str]) -> dict[str, 
         "run_id": attrs.get("mlflow_run_id"),
         "fail_reason": attrs.get("fail_reason"),
         "repeat": repeat_of(trial.params),
+        "confirms": bool(attrs.get(CONFIRMS)),
         **{name: trial.params.get(name) for name in params},
     }

@@ -114,3 +114,13 @@ def draw_train_and_val(ax: Axes, rows: pd.DataFrame, metric: str) -> None:
             color=color,
             label=name,
         )
+
+
+def configuration(trial: pd.Series, params: list[str]) -> str:
+    """The trial's parameters as `name=value`, leaving out those it does not have."""
+    shown = [
+        short(f"{p}={sci(v) if isinstance(v, float) else v}", 40)
+        for p in params
+        if pd.notna(v := trial[p])
+    ]
+    return "  ".join(shown) or "-"

@@ -104,6 +104,7 @@ def config_errors(prefix: str, suffix: str = "") -> Iterator[None]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from sweep.confirm import with_confirm
     from sweep.profiles import get_profile
     from sweep.repeats import with_repeats
     from sweep.space_file import apply_overrides, load_space, parse_overrides
@@ -111,6 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     space = load_space(args.space)
     space = apply_overrides(space, parse_overrides(args.set, space.config_class))
     space = with_repeats(space, args.repeats)
+    space = with_confirm(space, args.confirm)
     profile = get_profile(args.profile)
     if args.n_trials is not None and args.n_trials < 1:
         raise SweepError(f"--n-trials must be at least 1, got {args.n_trials}")
@@ -124,6 +126,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     own_process = args.backend == "optuna" and not args.in_process
     check(jobs, args.threads, own_process and space.kind == "autoencoder")
     if args.backend == "keras-tuner":
+        if args.confirm:  # a file's confirm, like its sampler, is the Optuna backend's
+            raise SweepError(
+                f"--confirm {args.confirm}: the keras-tuner backend does not retrain its best "
+                "configurations; use --backend optuna"
+            )
         return run_keras_tuner(args, space, profile)
     source, storage, uri = data_source(args), storage_url(args), tracking_uri(args)
 

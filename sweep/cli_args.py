@@ -7,6 +7,7 @@ import argparse
 import os
 
 from sweep.errors import EXIT_USER_ERROR
+from sweep.points import CONFIRM_SEEDS
 
 MAX_SEED = 2**31 - 1
 ENCODER_SPEC = "STUDY|RUN_ID|PATH.keras"
@@ -67,6 +68,13 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="grid spaces: train each point N times with different seeds (default: the file's, "
         "or 1)",
+    )
+    run.add_argument(
+        "--confirm",
+        type=int,
+        metavar="K",
+        help="tpe/random spaces: once the search is done, retrain its K best configurations with "
+        f"{CONFIRM_SEEDS} new seeds each (default: the file's, or 0)",
     )
     run.add_argument(
         "--set", nargs="+", default=[], metavar="KEY=VALUE", help="fix base config keys (YAML)"

@@ -12,6 +12,11 @@ from typing import Any
 # without it (a study begun with one run per point) is repeat 0.
 REPEAT = "repeat"
 
+# The user attr of a trial that retrains one of a drawn study's best configurations with a new
+# seed (sweep.confirm), and how many new seeds each of those configurations gets.
+CONFIRMS = "confirms"
+CONFIRM_SEEDS = 3
+
 
 def key(params: dict[str, Any]) -> tuple:
     """A point with its repeat as a hashable key (the same parameters and values, and the same

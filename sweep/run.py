@@ -13,22 +13,14 @@ from typing import Any
 
 import optuna
 
+from sweep.budget import by_cost, plan, queue_retries
 from sweep.context import Progress, TrialContext, announce, parent_run_ended, prepare_run
 from sweep.data import DataSource
 from sweep.errors import SweepError
+from sweep.points import CONFIRMS
 from sweep.profiles import Profile
 from sweep.recipe import Job, train
-from sweep.scheduler import (
-    HEARTBEAT_SECONDS,
-    Callback,
-    Shared,
-    Worker,
-    by_cost,
-    plan,
-    queue_retries,
-    retry_stale,
-    run_slots,
-)
+from sweep.scheduler import HEARTBEAT_SECONDS, Callback, Shared, Worker, retry_stale, run_slots
 from sweep.slots import Slots
 from sweep.slots import check as check_slots
 from sweep.space import SearchSpace
@@ -56,14 +48,17 @@ def make_objective(ctx: TrialContext) -> Callable[[optuna.Trial], float]:
 
 def optuna_job(trial: optuna.Trial) -> Job:
     """An Optuna trial as the recipe's Job: its stored params, its user attrs, and each epoch's
-    value reported for pruning."""
+    value reported for pruning (a confirmation trial is never pruned: its seeds are compared
+    whole)."""
+    confirming = bool(trial.user_attrs.get(CONFIRMS))
 
     def report(epoch: int, value: float) -> None:
         trial.report(value, epoch)
-        if trial.should_prune():
+        if not confirming and trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
-    return Job(trial.number, dict(trial.params), trial.set_user_attr, report)
+    tags = {"sweep.confirms": "true"} if confirming else {}
+    return Job(trial.number, dict(trial.params), trial.set_user_attr, report, tags=tags)
 
 
 def run_sweep(
@@ -124,7 +119,7 @@ def run_sweep(
         settings = {"sampler": space.sampler, "pruner": space.pruner, "n_trials": todo.budget}
         parent = tracker.study_run(space.study, {**ready.run_params, **settings})
         tracker.tag_run(parent, slot_tags(slots))
-        queue_retries(study, todo)
+        queue_retries(study, space, todo)
     shared = Shared(todo.n_trials)
     ctx = TrialContext(
         space,

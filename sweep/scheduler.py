@@ -1,7 +1,7 @@
-"""The worker loop of an Optuna study, shared by any number of workers: what is left of the
-study-wide budget (plan), what to do next (next_step: a grid point, a queued trial, wait or
-stop), heartbeats while a trial runs, the retry of a trial whose worker died, and how a trial
-ended told to the storage. Decides and schedules; the objective (sweep.recipe) trains."""
+"""The worker loop of an Optuna study, shared by any number of workers: under the study lock
+each takes what sweep.budget says comes next, sends heartbeats while its trial runs, retries a
+trial whose worker died, and tells the storage how a trial ended; one loop per slot. Schedules;
+the objective (sweep.recipe) trains."""
 
 from __future__ import annotations
 
@@ -18,121 +18,17 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from sweep.errors import SweepError
-from sweep.points import key, repeat_of
+from sweep import confirm
+from sweep.budget import Plan, Step, next_step
 from sweep.signals import StopToken, watching
 from sweep.space import SearchSpace
 from sweep.storage import GRACE_FACTOR
-from sweep.study import BUSY_STATES, DONE_STATES, in_space, point
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 30
 MAX_RETRY = 2
 Callback = Callable[[optuna.Study, FrozenTrial], None]
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What this run does: `n_trials` new trials, the first ones re-running `retry` points."""
-
-    budget: int
-    done: int
-    n_trials: int
-    retry: tuple[dict[str, Any], ...] = ()
-
-
-def plan(study: optuna.Study | None, space: SearchSpace, budget: int | None = None) -> Plan:
-    """How many trials are left of the study-wide budget (`study` None: not created yet).
-    Only trials of points the space lists now count; in a grid, points already complete or
-    pruned are never run again; points whose only trials failed are queued again."""
-    budget = budget or space.n_trials
-    trials = study.get_trials(deepcopy=False) if study is not None else []
-    done_trials = [t for t in trials if t.state in DONE_STATES and in_space(t, space)]
-    if space.sampler != "grid":
-        left = max(0, budget - len(done_trials))
-        return Plan(budget, len(done_trials), left)
-    if budget > len(space.grid_points()):
-        raise SweepError(
-            f"--n-trials {budget} is more than the {len(space.grid_points())} points of the "
-            f"grid in {space.path}"
-        )
-    # Only the points of the grid as it is now count: a study run with more repeats keeps its
-    # other repeats (their data stay in the stores) without them standing in for points.
-    grid = {key(p) for p in space.grid_points()}
-    done_points = {key(point(t)) for t in done_trials} & grid
-    failed_points = {key(point(t)) for t in trials if t.state == TrialState.FAIL} & grid
-    retry = [p for p in space.grid_points() if key(p) in failed_points - done_points]
-    left = max(0, budget - len(done_points))
-    return Plan(budget, len(done_points), left, tuple(retry[:left]))
-
-
-def queue_retries(study: optuna.Study, todo: Plan) -> None:
-    """Grid points whose trials all failed get one more try when a worker starts (unless
-    another worker is running or has queued them)."""
-    busy = {key(point(t)) for t in study.get_trials(deepcopy=False, states=BUSY_STATES)}
-    for retry in todo.retry:
-        if key(retry) not in busy:
-            study.enqueue_trial(retry)
-
-
-@dataclass(frozen=True)
-class Step:
-    """What a worker does next: "run" (a queued trial, or `point` queued first), "wait" for
-    running trials (`busy`, `elsewhere` of them in other processes: they may fail and need a
-    retry), or "stop"."""
-
-    action: str
-    point: dict[str, Any] | None = None
-    busy: int = 0
-    elsewhere: int = 0
-
-
-def next_step(
-    study: optuna.Study,
-    space: SearchSpace,
-    budget: int,
-    order: Sequence[dict[str, Any]] | None = None,
-    here: str = "",
-) -> Step:
-    """Decide under the study lock, from what every worker has recorded: completed and pruned
-    trials count towards the budget; running and queued ones are taken. A grid point that is
-    done, running, queued or failed is not queued here (a worker's start queues failed points
-    once more, see queue_retries); the first free one in `order` is (default: the file's order).
-    Running trials whose worker attr starts with `here` are this process's own."""
-    trials = study.get_trials(deepcopy=False)
-    done = [t for t in trials if t.state in DONE_STATES and in_space(t, space)]
-    busy = [t for t in trials if t.state in BUSY_STATES]
-    grid = {key(p) for p in space.grid_points()} if space.sampler == "grid" else set()
-    done_grid = {key(point(t)) for t in done} & grid  # this grid's points, as plan() counts
-    if (len(done_grid) if space.sampler == "grid" else len(done)) >= budget:
-        return Step("stop")
-    if any(t.state == TrialState.WAITING for t in trials):
-        return Step("run")
-    if space.sampler == "grid":
-        taken = {key(point(t)) for t in trials if t.state != TrialState.WAITING}
-        if len(done_grid) + len(busy) < budget:
-            for candidate in order or space.grid_points():
-                if key(candidate) not in taken:
-                    return Step("run", candidate)
-    elif len(done) + len(busy) < budget:
-        return Step("run")
-    running = [t for t in busy if t.state == TrialState.RUNNING]
-    elsewhere = [t for t in running if not str(t.user_attrs.get("worker", "")).startswith(here)]
-    return Step("wait", busy=len(busy), elsewhere=len(elsewhere)) if busy else Step("stop")
-
-
-def by_cost(
-    points: Sequence[dict[str, Any]], cost: Callable[[dict[str, Any]], float | None]
-) -> tuple[dict[str, Any], ...]:
-    """The grid's points, most expensive first within each repeat (every point's repeat 0
-    before any repeat 1; a stable sort: equal or unknown costs keep the file's order), so the
-    longest trial starts first instead of running alone at the end."""
-    costs = [cost(p) for p in points]
-    if any(c is None for c in costs):
-        return tuple(points)
-    ranked = sorted(range(len(points)), key=lambda i: (repeat_of(points[i]), -costs[i]))
-    return tuple(points[i] for i in ranked)
 
 
 @contextmanager
@@ -265,13 +161,7 @@ class Worker:
                     if not step.elsewhere:
                         return
                     if not waiting:
-                        grace = (self.heartbeat_seconds or 0) * GRACE_FACTOR
-                        log.info(
-                            "Waiting for %d trial(s) running elsewhere to end (a trial whose "
-                            "worker died is retried after %d s)",
-                            step.elsewhere,
-                            grace,
-                        )
+                        _log_wait(step, (self.heartbeat_seconds or 0) * GRACE_FACTOR)
                     waiting = True
                     shared.stop.wait(min(5.0, self.heartbeat_seconds or 5.0))
                     continue
@@ -299,11 +189,28 @@ class Worker:
             if not shared.claim():
                 return Step("stop"), None
             if step.point is not None:
-                self.study.enqueue_trial(step.point)
+                attrs = confirm.user_attrs(self.space, step.point)
+                self.study.enqueue_trial(step.point, user_attrs=attrs)
             trial = self.study.ask()
             # Recorded under the lock, so another slot deciding next sees whose trial it is.
             trial.set_user_attr("worker", f"{here}/{self.slot}")
             return step, trial
+
+
+def _log_wait(step: Step, grace: int) -> None:
+    """Why a slot waits (once per wait)."""
+    if step.soon:
+        log.info(
+            "Waiting for the search's last %d trial(s) to end, then confirming its best",
+            step.busy,
+        )
+        return
+    log.info(
+        "Waiting for %d trial(s) running elsewhere to end (a trial whose worker died is "
+        "retried after %d s)",
+        step.elsewhere,
+        grace,
+    )
 
 
 def run_slots(

@@ -24,7 +24,7 @@ from models.config import (
     short_text,
 )
 from sweep.errors import SweepError
-from sweep.points import REPEAT
+from sweep.points import CONFIRM_SEEDS, REPEAT
 
 if TYPE_CHECKING:
     import optuna
@@ -155,6 +155,7 @@ class SearchSpace:
     description: str = ""
     kind: str = "autoencoder"
     repeats: int = 1
+    confirm: int = 0
 
     @property
     def metric(self) -> str:
@@ -275,6 +276,9 @@ class SearchSpace:
             else:
                 parts.append(f"{p.name} ({len(p.values)} values)")
         repeats = f", {self.repeats} runs each" if self.repeats > 1 else ""
+        if self.confirm:
+            best = "best" if self.confirm == 1 else f"{self.confirm} best"
+            repeats += f", then its {best} retrained with {CONFIRM_SEEDS} new seeds each"
         return f"{self.sampler} over {', '.join(parts)}{repeats}"
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from models.config import AutoencoderConfig, Config, ConfigError, short, short_text
+from sweep.confirm import parse_confirm
 from sweep.errors import SweepError
 from sweep.points import REPEAT
 from sweep.repeats import parse_repeats
@@ -46,6 +47,7 @@ TOP_LEVEL_KEYS = (
     "pruner",
     "n_trials",
     "repeats",
+    "confirm",
 )
 _RANGE_KEYS = ("low", "high", "log", "step")
 PARAM_KEYS = ("values", *_RANGE_KEYS)
@@ -107,6 +109,7 @@ def _parse(path: Path, data: Any) -> SearchSpace:
             )
     repeats = parse_repeats(data.get("repeats", 1), sampler, f"{path}: repeats:")
     n_trials = _parse_n_trials(path, data.get("n_trials"), sampler, params, repeats)
+    confirm = parse_confirm(data.get("confirm", 0), sampler, n_trials, f"{path}: confirm:")
     space = SearchSpace(
         path=path,
         study=study,
@@ -120,6 +123,7 @@ def _parse(path: Path, data: Any) -> SearchSpace:
         description=_parse_description(path, data.get("description")),
         kind=kind,
         repeats=repeats,
+        confirm=confirm,
     )
     _check_options(path, space)
     return space

@@ -26,8 +26,8 @@ from reports.joint import (
     plot_pareto,
 )
 from reports.one_factor import plot_comparison, plot_value_curves
-from reports.sections import summary_table
 from reports.studies import TRIAL_COLUMNS, load_study_data
+from reports.title import summary_table
 from sweep.cli import main
 
 KERNEL = {"kernel_size": CategoricalDistribution([3, 5])}

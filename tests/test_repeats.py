@@ -196,8 +196,9 @@ def test_a_repeated_sweep_trains_each_repeat_with_its_own_seed_and_tags_it(
 
     # the report reads the repeats: intervals in the conclusion, the runs in "what matters"
     from reports.build import build_report
-    from reports.sections import study_pages, what_matters
+    from reports.sections import study_pages
     from reports.studies import load_study_data
+    from reports.title import what_matters
 
     data = load_study_data(
         f"sqlite:///{out / 'optuna.db'}", f"sqlite:///{out / 'mlflow.db'}", "rep"

@@ -278,8 +278,8 @@ def test_report_on_an_empty_store_is_a_clear_error(tmp_path: Path, capsys) -> No
 
 
 def test_a_single_complete_trial_and_a_failed_one_get_notes(stores: Path) -> None:
-    from reports.sections import summary_table
     from reports.studies import load_study_data
+    from reports.title import summary_table
 
     study = load_study_data(
         f"sqlite:///{stores / 'optuna.db'}", f"sqlite:///{stores / 'mlflow.db'}", "single"

@@ -17,12 +17,12 @@ import sweep.run
 import sweep.worker
 from models.config import AutoencoderConfig
 from models.plan import multiply_adds, param_count, training_cost
+from sweep.budget import by_cost
 from sweep.context import load_split
 from sweep.data import find_source
 from sweep.errors import SweepError
 from sweep.profiles import get_profile
 from sweep.run import grid_order, run_sweep
-from sweep.scheduler import by_cost
 from sweep.slots import Slots, choose, parse_gpus, parse_jobs, usable_cores
 from sweep.space_file import load_space
 from sweep.storage import default_storage

@@ -11,11 +11,11 @@ import pytest
 from optuna.trial import TrialState
 
 import sweep.run
+from sweep.budget import plan
 from sweep.data import find_source
 from sweep.errors import SweepError
 from sweep.profiles import get_profile
 from sweep.run import run_sweep
-from sweep.scheduler import plan
 from sweep.space_file import load_space
 from sweep.storage import default_storage, mask_url, open_storage
 from sweep.tracking import Tracker
