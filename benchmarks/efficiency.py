@@ -307,6 +307,7 @@ def main() -> int:
         sampler_options={**joint.sampler_options, **args.sampler_options},
         pruner=args.pruner or joint.pruner,
         pruner_options=joint.pruner_options if args.pruner_options is None else args.pruner_options,
+        confirm=0,  # the search alone: its epochs against Hyperband's
     )
     tpe.make_pruner()  # a wrong option fails now
     print(f"Optuna: {tpe.sampler} {tpe.sampler_options}, pruner {tpe.pruner} {tpe.pruner_options}")

@@ -179,18 +179,23 @@ def confirmation_conclusion(
     )
     winner = found.winner
     if winner is None:
-        return text + " The search's winner has no complete confirmation run yet."
+        return (
+            text
+            + " The search's winner has no complete confirmation run (with a finite value) yet."
+        )
     better = "higher" if maximize else "lower"
     text += f" Its winner, trial #{winner.number} ({metric} {sci(winner.searched)} in the search),"
     text += f" averages {sci(winner.runs.mean)} on {_runs(winner.runs.n)}"
     if winner.runs.n >= 2:
         text += f" (95% CI {sci(winner.runs.low)} to {sci(winner.runs.high)})"
-    lucky = (winner.searched - winner.runs.mean) / winner.runs.mean * 100
-    lucky = lucky if maximize else -lucky
-    text += (
-        f"; its search run was {abs(lucky):.1f}% {'better' if lucky > 0 else 'worse'} than that "
-        "(a search's winner is picked partly for its luck)."
-    )
+    if winner.runs.mean:
+        lucky = (winner.searched - winner.runs.mean) / winner.runs.mean * 100
+        lucky = lucky if maximize else -lucky
+        text += (
+            f"; its search run was {abs(lucky):.1f}% {'better' if lucky > 0 else 'worse'} than "
+            "that (a search's winner is picked partly for its luck)"
+        )
+    text += "."
     diff = found.difference
     if diff is None:
         return text + " With one configuration confirmed there is nothing to compare it with."

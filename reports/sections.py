@@ -33,7 +33,7 @@ from reports.statistics import confirmation
 from reports.studies import StudyData
 from reports.style import configuration, ordered, sci, short
 from reports.tables import plot_summary_table, plot_tables, plot_text_page
-from sweep.points import CONFIRM_SEEDS
+from sweep.points import CONFIRM_SEEDS, CONFIRMS
 
 STATUS_ROWS = 10
 CLASS_FORMATS = {"precision": "{:.3f}", "recall": "{:.3f}", "f1": "{:.3f}", "support": "{:.0f}"}
@@ -58,15 +58,15 @@ def study_pages(
         order = study.value_order.get(param, [])
         others = [(n, cv) for n, cv in (noise_by_study or {}).items() if n != study.name]
         elsewhere = max(others, key=lambda pair: pair[1], default=None)
+        search = study.search  # a drawn study's confirmation has a page of its own
         pages = [
-            plot_value_curves(study.curves, study.trials, param, order),
+            plot_value_curves(study.curves, search, param, order),
             plot_comparison(
                 study.curves,
-                study.trials,
+                search,
                 param,
                 order,
-                conclusion=one_factor_conclusion(study.trials, param, order, elsewhere)
-                + _outside(study),
+                conclusion=one_factor_conclusion(search, param, order, elsewhere) + _outside(study),
             ),
         ]
     else:
@@ -87,8 +87,8 @@ def study_pages(
                 + _outside(study),
             ),
         ]
-        if study.trials["confirms"].any():
-            pages.append(confirmation_page(study))
+    if study.trials["confirms"].any():
+        pages.append(confirmation_page(study))
     if study.reconstructions:
         pages.append(reconstructions_page(study))
     tables = list(study.architectures.items())
@@ -104,7 +104,7 @@ def confirmation_page(study: StudyData) -> Figure:
     found = confirmation(compared(study.trials), study.params, study.maximize)
     asked = int(study.trials["confirms"].sum())
     if found is None:
-        text = f"{asked} confirmation trial(s) recorded, none of them complete yet."
+        text = f"{asked} confirmation trial(s) recorded, none complete with a finite value yet."
         return plot_summary_table(pd.DataFrame(), title, text)
     search = study.search.set_index("number")
     rows = [
@@ -119,8 +119,10 @@ def confirmation_page(study: StudyData) -> Figure:
         }
         for c in found.confirmed
     ]
-    configurations = len(study.trials[study.trials["confirms"]].drop_duplicates(study.params))
-    expected = configurations * CONFIRM_SEEDS
+    # The configurations the study confirms (recorded by its latest run), or those it has
+    # confirmed (an extended search confirms new ones too); queued trials have no params yet.
+    k = study.study.user_attrs.get("confirm", 0) if study.study is not None else 0
+    expected = max(k if isinstance(k, int) else 0, len(found.confirmed)) * CONFIRM_SEEDS
     text = confirmation_conclusion(found, expected, study.metric, study.maximize)
     return plot_summary_table(pd.DataFrame(rows), title, textwrap.fill(text, 92))
 
@@ -193,11 +195,16 @@ def _trial_status(study: StudyData) -> pd.DataFrame:
 
 
 def _importances(study: StudyData) -> dict[str, float]:
-    """Optuna's parameter importances; none where they cannot be computed (too few trials)."""
+    """Optuna's parameter importances over the search's trials (the confirmation's copies of
+    its best would weigh them again); none where they cannot be computed (too few trials)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return optuna.importance.get_param_importances(study.study, params=study.params)
+            searched = optuna.create_study(directions=study.study.directions)
+            searched.add_trials(
+                t for t in study.study.get_trials(deepcopy=False) if not t.user_attrs.get(CONFIRMS)
+            )
+            return optuna.importance.get_param_importances(searched, params=study.params)
     except (ValueError, RuntimeError, ZeroDivisionError):
         return {}
 

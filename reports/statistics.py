@@ -215,8 +215,9 @@ def confirmation(
     trials: pd.DataFrame, params: Sequence[str], maximize: bool = False
 ) -> Confirmation | None:
     """The new seeds' runs of each confirmed configuration against its search trial; None
-    where no confirmation trial completed. `trials`: a study's compared trials, with a bool
-    column `confirms`; a configuration is its values of `params`."""
+    where no confirmation trial completed with a finite value. `trials`: a study's compared
+    trials, with a bool column `confirms`; a configuration is its values of `params`."""
+    trials = trials[np.isfinite(trials["value"].astype(float))]  # a diverged run has no mean
     runs = trials[trials["confirms"]]
     search = trials[~trials["confirms"]].sort_values(
         ["value", "number"], ascending=[not maximize, True]

@@ -94,7 +94,7 @@ def what_matters(data: list[StudyData]) -> pd.DataFrame:
         if study.note or not study.is_one_factor:
             continue
         param = study.params[0]
-        done = compared(study.trials)
+        done = compared(study.search)
         found = effect(done, param)
         if found is None:
             continue
@@ -122,7 +122,7 @@ def measured_noise(data: list[StudyData]) -> dict[str, float]:
     found = {}
     for study in data:
         if not study.note and study.is_one_factor:
-            cv = noise(compared(study.trials), study.params[0])
+            cv = noise(compared(study.search), study.params[0])
             if cv is not None:
                 found[study.name] = cv
     return found

@@ -21,12 +21,15 @@ from sweep.study import BUSY_STATES, DONE_STATES, in_space, point
 
 @dataclass(frozen=True)
 class Plan:
-    """What this run does: `n_trials` new trials, the first ones re-running `retry` points."""
+    """What this run does: `n_trials` new trials, the first ones re-running `retry` points;
+    `confirming` of them retrain a drawn study's best (sweep.confirm), whose starts the run
+    counts apart from the search's."""
 
     budget: int
     done: int
     n_trials: int
     retry: tuple[dict[str, Any], ...] = ()
+    confirming: int = 0
 
 
 def plan(study: optuna.Study | None, space: SearchSpace, budget: int | None = None) -> Plan:
@@ -43,12 +46,13 @@ def plan(study: optuna.Study | None, space: SearchSpace, budget: int | None = No
         left = max(0, budget - len(search))
         if not space.confirm:
             return Plan(budget, len(search), left)
-        if left:  # the best configurations are known once the search is done
-            return Plan(budget, len(search), left + space.confirm * CONFIRM_SEEDS)
+        if left:  # the best configurations are known once the search is done: at most all
+            most = space.confirm * CONFIRM_SEEDS
+            return Plan(budget, len(search), left + most, confirming=most)
         pending = confirm.pending(trials, space)
         failed = {key(point(t)) for t in trials if t.state == TrialState.FAIL}
         retry = tuple(p for p in pending if key(p) in failed)
-        return Plan(budget, len(search), len(pending), retry)
+        return Plan(budget, len(search), len(pending), retry, len(pending))
     if budget > len(space.grid_points()):
         raise SweepError(
             f"--n-trials {budget} is more than the {len(space.grid_points())} points of the "
@@ -65,11 +69,12 @@ def plan(study: optuna.Study | None, space: SearchSpace, budget: int | None = No
 
 
 def queue_retries(study: optuna.Study, space: SearchSpace, todo: Plan) -> None:
-    """Grid points whose trials all failed get one more try when a worker starts (unless
-    another worker is running or has queued them)."""
-    busy = {key(point(t)) for t in study.get_trials(deepcopy=False, states=BUSY_STATES)}
+    """Grid points (and confirmations) whose trials all failed get one more try when a worker
+    starts, unless another worker has run, is running or has queued them since the plan."""
+    states = (*BUSY_STATES, *DONE_STATES)
+    taken = {key(point(t)) for t in study.get_trials(deepcopy=False, states=states)}
     for retry in todo.retry:
-        if key(retry) not in busy:
+        if key(retry) not in taken:
             study.enqueue_trial(retry, user_attrs=confirm.user_attrs(space, retry))
 
 
@@ -77,13 +82,15 @@ def queue_retries(study: optuna.Study, space: SearchSpace, todo: Plan) -> None:
 class Step:
     """What a worker does next: "run" (a queued trial, or `point` queued first), "wait" for
     running trials (`busy`, `elsewhere` of them in other processes: they may fail and need a
-    retry; `soon`: the confirmation starts when the search's last trials end), or "stop"."""
+    retry; `soon`: the confirmation starts when the search's last trials end), or "stop".
+    `confirms`: the trial to run retrains one of the search's best."""
 
     action: str
     point: dict[str, Any] | None = None
     busy: int = 0
     elsewhere: int = 0
     soon: bool = False
+    confirms: bool = False
 
 
 def next_step(
@@ -97,7 +104,9 @@ def next_step(
     trials count towards the budget; running and queued ones are taken. A grid point that is
     done, running, queued or failed is not queued here (a worker's start queues failed points
     once more, see queue_retries); the first free one in `order` is (default: the file's order).
-    Running trials whose worker attr starts with `here` are this process's own."""
+    A drawn study's confirmation starts when its search's budget is done (a confirmation that
+    failed once is tried again at once). Running trials whose worker attr starts with `here`
+    are this process's own."""
     trials = study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state in DONE_STATES and in_space(t, space)]
     busy = [t for t in trials if t.state in BUSY_STATES]
@@ -119,19 +128,16 @@ def next_step(
         pending = confirm.pending(trials, space) if searched >= budget else []
         if searched >= budget and not pending:
             return Step("stop")
-        if any(t.state == TrialState.WAITING for t in trials):
-            return Step("run")
+        waiting = [t for t in trials if t.state == TrialState.WAITING]
+        if waiting:  # Optuna runs the oldest queued trial first
+            return Step("run", confirms=confirm.is_confirmation(waiting[0]))
         searching = sum(not confirm.is_confirmation(t) for t in busy)
         if searched + searching < budget:
             return Step("run")
-        taken = {
-            key(point(t))
-            for t in trials
-            if confirm.is_confirmation(t) and t.state != TrialState.WAITING
-        }
+        taken = confirm.taken(trials)
         for candidate in pending:
             if key(candidate) not in taken:
-                return Step("run", candidate)
+                return Step("run", candidate, confirms=True)
         if space.confirm and searched < budget:  # its best are known once these end
             return Step("wait", busy=len(busy), elsewhere=len(busy), soon=True)
     running = [t for t in busy if t.state == TrialState.RUNNING]

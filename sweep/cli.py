@@ -116,6 +116,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     profile = get_profile(args.profile)
     if args.n_trials is not None and args.n_trials < 1:
         raise SweepError(f"--n-trials must be at least 1, got {args.n_trials}")
+    if args.n_trials is not None and space.confirm > args.n_trials:
+        raise SweepError(
+            f"confirm {space.confirm} is more than --n-trials {args.n_trials}: a search of "
+            f"{args.n_trials} trials has at most {args.n_trials} configurations to confirm; "
+            "pass a smaller --confirm"
+        )
     from sweep.slots import check, parse_gpus, parse_jobs
 
     jobs = parse_jobs(args.jobs) or profile.jobs

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from sweep.space import SearchSpace
 
 MAX_CONFIRM = 20
+ATTEMPTS = 2  # a confirmation run that fails is tried once more in the same run
 
 
 def parse_confirm(raw: Any, sampler: str, n_trials: int | None, where: str) -> int:
@@ -94,6 +95,20 @@ def targets(trials: Sequence[FrozenTrial], space: SearchSpace) -> list[dict[str,
         return []
     configs = best_configurations(trials, space)
     return [{**c, REPEAT: r} for r in range(1, CONFIRM_SEEDS + 1) for c in configs]
+
+
+def taken(trials: Sequence[FrozenTrial]) -> set[tuple]:
+    """The confirmations not to start now: running or done, or failed ATTEMPTS times."""
+    from collections import Counter
+
+    from optuna.trial import TrialState
+
+    from sweep.study import point
+
+    mine = [t for t in trials if is_confirmation(t) and t.state != TrialState.WAITING]
+    failed = Counter(key(point(t)) for t in mine if t.state == TrialState.FAIL)
+    live = {key(point(t)) for t in mine if t.state != TrialState.FAIL}
+    return live | {k for k, n in failed.items() if n >= ATTEMPTS}
 
 
 def pending(trials: Sequence[FrozenTrial], space: SearchSpace) -> list[dict[str, Any]]:

@@ -120,7 +120,7 @@ def run_sweep(
         parent = tracker.study_run(space.study, {**ready.run_params, **settings})
         tracker.tag_run(parent, slot_tags(slots))
         queue_retries(study, space, todo)
-    shared = Shared(todo.n_trials)
+    shared = Shared(todo.n_trials - todo.confirming, todo.confirming)
     ctx = TrialContext(
         space,
         profile,

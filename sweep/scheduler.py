@@ -92,19 +92,26 @@ def run_trial(study: optuna.Study, storage, trial: optuna.Trial, objective: Call
 
 class Shared:
     """What the slots of one sweep process share: how many trials the run may still start (as
-    many as the budget had left when it began, so trials that keep failing cannot loop forever),
-    how many are running now, and the stop the main thread signals on Ctrl-C or SIGTERM."""
+    many as the budget had left when it began, so trials that keep failing cannot loop forever;
+    a confirmation's starts counted apart, each run twice at most), how many are running now,
+    and the stop the main thread signals on Ctrl-C or SIGTERM."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, confirming: int = 0) -> None:
         self.limit, self.started, self.running = limit, 0, 0
+        self.confirm_limit, self.confirmed = confirming * confirm.ATTEMPTS, 0
         self.stop = StopToken()
         self.failure: BaseException | None = None
         self.taking = threading.Lock()  # the slots of this process take trials one at a time
         self._lock = threading.Lock()
 
-    def claim(self) -> bool:
-        """Take one of the run's trial starts, if any is left."""
+    def claim(self, confirming: bool = False) -> bool:
+        """Take one of the run's trial starts (or confirmation starts), if any is left."""
         with self._lock:
+            if confirming:
+                if self.confirmed >= self.confirm_limit:
+                    return False
+                self.confirmed += 1
+                return True
             if self.started >= self.limit:
                 return False
             self.started += 1
@@ -149,7 +156,9 @@ class Worker:
         """The loop: under the lock, fail stale trials and take the next one; run it. Trials
         running elsewhere (other processes) are waited for, since one may fail and need a retry;
         when only this process's other slots are busy, this slot is done."""
-        shared = self.shared or Shared(self.todo.n_trials)
+        shared = self.shared or Shared(
+            self.todo.n_trials - self.todo.confirming, self.todo.confirming
+        )
         waiting = False
         with _in_loop(self.study):
             while not self.study._stop_flag:
@@ -186,7 +195,7 @@ class Worker:
             step = next_step(self.study, self.space, self.todo.budget, self.order, here + "/")
             if step.action != "run":
                 return step, None
-            if not shared.claim():
+            if not shared.claim(step.confirms):
                 return Step("stop"), None
             if step.point is not None:
                 attrs = confirm.user_attrs(self.space, step.point)

@@ -39,6 +39,8 @@ def open_study(space: SearchSpace, storage: optuna.storages.BaseStorage) -> optu
             f"study {space.study!r} in the storage optimises in the other direction; "
             f"give {space.path} another study name"
         )
+    if study.user_attrs.get("confirm", 0) != space.confirm:  # what a report expects
+        study.set_user_attr("confirm", space.confirm)
     if study.user_attrs.get("kind") != space.kind:
         study.set_user_attr("kind", space.kind)
         study.set_user_attr("metric", space.metric)

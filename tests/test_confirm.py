@@ -91,7 +91,7 @@ class Fake:
             self.calls.append((key(factors(trial.params)), repeat, confirming))
             if confirming and repeat == self.fail_repeat:
                 raise RuntimeError("this seed fails")
-            value = trial.params["kernel_size"] / 100 + trial.params["learning_rate"]
+            value = trial.params.get("kernel_size", 3) / 100 + trial.params["learning_rate"]
             return value * (1 + repeat / 100)
 
         return objective
@@ -180,16 +180,68 @@ def test_a_slot_waits_for_the_search_s_last_trial_rather_than_leave(tmp_path: Pa
     assert factors(step.point) == factors(last.params)  # the best, now that it ended
 
 
-def test_a_failed_confirmation_run_is_queued_again_by_the_next_run(tmp_path: Path, run) -> None:
+def test_a_failed_confirmation_run_is_tried_again_then_queued_by_the_next_run(
+    tmp_path: Path, run
+) -> None:
     space = load_space(space_file(tmp_path, "confirm: 1\n"))
-    study = run(space, Fake(fail_repeat=2), isolate=False)
+    fails = Fake(fail_repeat=2)
+    study = run(space, fails, isolate=False)
+    assert [r for _, r, c in fails.calls if c] == [1, 2, 2, 3]  # once more at once, then on
     failed = [t for t in study.trials if t.state.name == "FAIL"]
-    assert len(failed) == 1 and failed[0].params[REPEAT] == 2
+    assert len(failed) == 2 and {t.params[REPEAT] for t in failed} == {2}
     assert plan(study, space).n_trials == 1 and len(plan(study, space).retry) == 1
     fake = Fake()
     study = run(space, fake, isolate=False)
     assert [(r, c) for _, r, c in fake.calls] == [(2, True)]
     assert plan(study, space).n_trials == 0
+
+
+def test_failed_search_trials_leave_the_confirmation_its_starts(tmp_path: Path, run) -> None:
+    """The run counts the search's starts and the confirmation's apart: search trials that
+    fail do not use up the confirmation's."""
+
+    class FailingSearch(Fake):
+        def factory(self, ctx):
+            inner = super().factory(ctx)
+
+            def objective(trial):
+                value = inner(trial)
+                if not trial.user_attrs.get(CONFIRMS) and trial.number in (1, 2):
+                    raise RuntimeError("out of memory")
+                return value
+
+            return objective
+
+    fake = FailingSearch()
+    study = run(load_space(space_file(tmp_path)), fake, isolate=False, n_trials=3)
+    assert len([c for c in fake.calls if not c[2]]) == 3  # the search's 3 starts, 2 failed
+    assert len([c for c in fake.calls if c[2]]) == 0  # its budget is not done: no confirmation
+    assert plan(study, load_space(space_file(tmp_path)), 3).n_trials == 2 + 2 * CONFIRM_SEEDS
+    fake = Fake()
+    study = run(load_space(space_file(tmp_path)), fake, isolate=False, n_trials=3)
+    assert len([c for c in fake.calls if not c[2]]) == 2  # the search's last two
+    assert len([c for c in fake.calls if c[2]]) == 2 * CONFIRM_SEEDS  # then all six
+
+
+def test_retries_queued_by_a_plan_skip_points_done_since(tmp_path: Path) -> None:
+    from sweep.budget import Plan, queue_retries
+
+    space = load_space(space_file(tmp_path))
+    study = optuna.create_study()
+    point = {"kernel_size": 3, "learning_rate": 1e-3, REPEAT: 1}
+    study.enqueue_trial(point, user_attrs={CONFIRMS: True})
+    trial = study.ask()
+    space.suggest(trial)
+    study.tell(trial, 0.2)  # another worker ran it after this one planned
+    queue_retries(study, space, Plan(4, 4, 1, (point,), 1))
+    assert not [t for t in study.trials if t.state.name == "WAITING"]
+
+
+def test_n_trials_below_confirm_is_refused(tmp_path: Path, capsys) -> None:
+    path = str(space_file(tmp_path))
+    code = main(["--output", str(tmp_path / "o"), "run", path, "--n-trials", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "confirm 2 is more than --n-trials 1" in err
 
 
 def test_a_confirmation_trial_is_never_pruned_and_is_tagged() -> None:
@@ -292,13 +344,37 @@ def test_no_complete_confirmation_run_gives_nothing() -> None:
     assert confirmation(confirmed_frame({}), ["kernel_size"]) is None
 
 
+def test_a_winner_whose_new_seeds_diverged_is_said_so() -> None:
+    inf = float("inf")
+    found = confirmation(confirmed_frame({0: [inf, inf], 1: [1.2, 1.3]}), ["kernel_size"])
+    assert found.winner is None and [c.number for c in found.confirmed] == [1]
+    assert "winner has no complete confirmation run (with a finite value)" in (
+        confirmation_conclusion(found, 6)
+    )
+
+
 def test_the_report_has_a_confirmation_page(tmp_path: Path, run) -> None:
     from reports.build import build_report
+    from reports.sections import confirmation_page
+    from reports.studies import load_study_data
 
     study = run(load_space(space_file(tmp_path)), Fake(), isolate=False)
-    report = build_report(run.storage, f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}", tmp_path)
+    one = tmp_path / "one.yaml"  # a drawn study of one parameter: its own pages, then this one
+    one.write_text(
+        space_file(tmp_path)
+        .read_text()
+        .replace("study: drawn", "study: one")
+        .replace("  kernel_size: {values: [2, 3, 5, 7]}\n", "")
+    )
+    run(load_space(one), Fake(), isolate=False)
+    tracking = f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}"
+    report = build_report(run.storage, tracking, tmp_path)
     assert "drawn: does the winner hold on new seeds?" in report.sections["drawn"]
+    assert "one: does the winner hold on new seeds?" in report.sections["one"]
     assert len(study.trials) == 4 + 2 * CONFIRM_SEEDS
+    page = confirmation_page(load_study_data(run.storage, tracking, "drawn"))
+    text = page.texts[1].get_text().replace("\n", " ")
+    assert f"({2 * CONFIRM_SEEDS} of {2 * CONFIRM_SEEDS} runs complete)" in text
 
 
 def test_keras_tuner_leaves_a_file_s_confirm_and_refuses_the_flag(tmp_path: Path, capsys) -> None:
