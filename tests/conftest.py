@@ -109,3 +109,31 @@ def lines_to(stream: TextIO) -> Iterator[None]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+@pytest.fixture
+def run(tmp_path: Path, idx_files: IdxFiles, monkeypatch: pytest.MonkeyPatch):
+    """`run(space, fake, **kwargs)`: run_sweep on the generated images into stores in the
+    test's folder, the objective replaced by `fake.factory`; `run.storage` is the Optuna URL."""
+    import io
+
+    import sweep.run
+    from sweep.data import find_source
+    from sweep.profiles import get_profile
+    from sweep.storage import default_storage
+    from sweep.tracking import Tracker
+
+    out = tmp_path / "out"
+    out.mkdir()
+    tracker = Tracker(f"sqlite:///{out / 'mlflow.db'}", artifact_root=out / "art")
+    source, storage = find_source(files=idx_files), default_storage(out)
+
+    def go(space, fake, **kwargs):
+        monkeypatch.setattr(sweep.run, "make_objective", fake.factory)
+        with lines_to(io.StringIO()):
+            return sweep.run.run_sweep(
+                space, get_profile("quick"), source, storage, tracker, **kwargs
+            )
+
+    go.storage = storage
+    return go

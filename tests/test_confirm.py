@@ -4,7 +4,6 @@ budget, never pruned; the report says whether the search's winner holds."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import optuna
@@ -18,15 +17,10 @@ from reports.statistics import REAL, UNKNOWN, WITHIN_NOISE, confirmation
 from sweep.budget import next_step, plan
 from sweep.cli import main
 from sweep.confirm import best_configurations, with_confirm
-from sweep.data import find_source
 from sweep.points import CONFIRM_SEEDS, CONFIRMS, REPEAT, factors, key
-from sweep.profiles import get_profile
-from sweep.run import optuna_job, run_sweep
+from sweep.run import optuna_job
 from sweep.space import SpaceError
 from sweep.space_file import load_space
-from sweep.storage import default_storage
-from sweep.tracking import Tracker
-from tests.conftest import lines_to
 
 
 def space_file(tmp_path: Path, extra: str = "confirm: 2\n", sampler: str = "tpe") -> Path:
@@ -95,22 +89,6 @@ class Fake:
             return value * (1 + repeat / 100)
 
         return objective
-
-
-@pytest.fixture
-def run(tmp_path: Path, idx_files, monkeypatch):
-    out = tmp_path / "out"
-    out.mkdir()
-    tracker = Tracker(f"sqlite:///{out / 'mlflow.db'}", artifact_root=out / "art")
-    source, storage = find_source(files=idx_files), default_storage(out)
-
-    def go(space, fake, **kwargs):
-        monkeypatch.setattr(sweep.run, "make_objective", fake.factory)
-        with lines_to(io.StringIO()):
-            return run_sweep(space, get_profile("quick"), source, storage, tracker, **kwargs)
-
-    go.storage = storage
-    return go
 
 
 def search_best(study: optuna.Study, k: int) -> list[tuple]:

@@ -13,16 +13,11 @@ from mlflow.tracking import MlflowClient
 
 import sweep.run
 import sweep.worker
-from sweep.data import find_source
 from sweep.errors import SweepError
 from sweep.points import REPEAT, is_listed, key, trial_seed
-from sweep.profiles import get_profile
 from sweep.repeats import with_repeats
-from sweep.run import run_sweep
 from sweep.space import SpaceError
 from sweep.space_file import load_space
-from sweep.storage import default_storage
-from sweep.tracking import Tracker
 from tests.conftest import idx_options, lines_to, write_dataset
 from tests.test_signals import Command
 
@@ -118,21 +113,6 @@ class Fake:
             return len(filters) / 100 + trial.params.get(REPEAT, 0) / 1000
 
         return objective
-
-
-@pytest.fixture
-def run(tmp_path: Path, idx_files, monkeypatch):
-    out = tmp_path / "out"
-    out.mkdir()
-    tracker = Tracker(f"sqlite:///{out / 'mlflow.db'}", artifact_root=out / "art")
-    source, storage = find_source(files=idx_files), default_storage(out)
-
-    def go(space, fake, **kwargs):
-        monkeypatch.setattr(sweep.run, "make_objective", fake.factory)
-        with lines_to(io.StringIO()):
-            return run_sweep(space, get_profile("quick"), source, storage, tracker, **kwargs)
-
-    return go
 
 
 def test_each_point_and_repeat_runs_once_and_more_repeats_add_only_the_new(
